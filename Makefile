@@ -1,0 +1,32 @@
+# The two commands in the README:
+#   make table1   build the environment if needed, then run results/table1.csv on the embedded default
+#   make test     build the environment if needed, then run the test suite
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+CORES   ?= all
+
+.PHONY: env test table1 all-results lint clean-results
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade-strategy only-if-needed -e '.[test]'
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+table1: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) results/table1.csv
+
+all-results: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) all
+
+lint: $(STAMP)
+	$(VENV)/bin/snakemake --lint
+
+clean-results:
+	rm -rf results/* .snakemake

@@ -1,0 +1,74 @@
+"""``python -m harness VERB``: one entry point, one module per verb.
+
+Each verb lives in ``harness/commands/<verb>.py`` and defines
+``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``.
+Modules are imported only when their verb is used, so ``--help`` is fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> module under harness.commands (underscores for dashes)
+VERBS = {
+    "models": "models",
+    "flops": "flops",
+    "prepare-data": "prepare_data",
+    "train": "train",
+    "evaluate": "evaluate",
+    "upscale": "upscale",
+    "table": "table",
+    "figure": "figure",
+    "report": "report",
+    "check-regression": "check_regression",
+}
+
+
+class HarnessError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _load(verb: str):
+    return importlib.import_module(f"harness.commands.{VERBS[verb]}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness",
+        description=(
+            "Reproduction harness for 'Task-Aware Dynamic Transformer for Efficient "
+            "Arbitrary-Scale Image Super-Resolution' (TADT). Each verb does one step "
+            "of the workflow; the Snakefile chains them. Run 'python -m harness VERB "
+            "--help' for a verb's options."
+        ),
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, modname in VERBS.items():
+        try:
+            mod = importlib.import_module(f"harness.commands.{modname}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"harness.commands.{modname}":
+                continue  # verb not built yet
+            raise
+        p = sub.add_parser(verb, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "verb", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

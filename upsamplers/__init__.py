@@ -1,0 +1,38 @@
+"""Arbitrary-scale upsamplers (MetaSR, LIIF, LTE), one registry.
+
+An upsampler model owns its extractor as the submodule ``encoder`` (so that
+state-dict keys match the released LIIF/LTE checkpoints) and maps
+``(inp, coord, cell, scale)`` to RGB at the query coordinates. Build one with
+``create_model(upsampler, extractor, extractor_args=..., upsampler_args=...)``.
+"""
+from __future__ import annotations
+
+from harness.registry import Registry
+
+UPSAMPLERS = Registry("upsampler")
+
+
+def _import_all() -> None:
+    import importlib
+
+    for mod in ("upsamplers.metasr", "upsamplers.liif", "upsamplers.lte"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def upsampler_names() -> list[str]:
+    _import_all()
+    return UPSAMPLERS.names()
+
+
+def create_model(upsampler: str, extractor: str, extractor_args: dict | None = None,
+                 upsampler_args: dict | None = None):
+    """Build ``upsampler`` around a freshly built ``extractor``."""
+    from extractors import create_extractor
+
+    _import_all()
+    encoder = create_extractor(extractor, **(extractor_args or {}))
+    return UPSAMPLERS.build(upsampler, encoder=encoder, **(upsampler_args or {}))
