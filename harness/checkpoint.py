@@ -1,0 +1,322 @@
+"""Checkpoints: our resumable format, and import of released LIIF/LTE weights.
+
+Our format (``FORMAT = "tadt-harness/1"``) is one dict written by ``torch.save``
+through :func:`harness.io.atomic_path` (a killed job leaves the previous file,
+never a half-written one)::
+
+    {"format": "tadt-harness/1",
+     "model": {"upsampler": str, "extractor": str,
+               "extractor_args": dict, "upsampler_args": dict},
+     "state_dict": {...},          # keys of the model, no "module." (DDP) prefix
+     "step": int,                  # optimiser steps done
+     "optimizer": dict | None,     # optimizer.state_dict()
+     "scheduler": dict | None,     # scheduler.state_dict()
+     "rng": dict | None,           # RNG states (harness.train.rng_state per rank)
+     "run": dict | None}           # the resolved run spec, for provenance
+
+Everything in it is tensors and plain Python data, so it loads with
+``torch.load(weights_only=True)``, which never runs code from the file;
+:func:`save_checkpoint` refuses (``TypeError``) anything that would not load
+that way, instead of writing a file that cannot be read back.
+
+Released LIIF/LTE files (github yinboc/liif, jaewon-lee-b/lte) are
+``{"model": {"name", "args", "sd"}, "optimizer": ..., "epoch": int}`` with
+``args`` nesting ``encoder_spec`` and ``imnet_spec`` (each ``{"name", "args"}``).
+:func:`load_model` reads both: names ``liif``/``lte``/``metasr`` and encoders
+``edsr-baseline``/``rdn``/``rcan``/``swinir`` (with ``no_upsampling: true``)
+map to ours; ``imnet_spec.args.hidden_list`` becomes ``hidden_list``, LTE's
+``hidden_dim`` and LIIF's ``local_ensemble``/``feat_unfold``/``cell_decode``
+pass through; encoder arguments our extractor does not take (``scale``,
+``rgb_range``, ``upscale``, ...) are dropped and listed in ``meta``. Weights are
+then loaded with ``strict=True``.
+
+Every failure a user can cause -- missing, truncated or corrupt file, a file
+that would need unsafe unpickling, an unknown model name, weights that do not
+fit the model -- is a :class:`harness.cli.HarnessError` naming the file.
+"""
+from __future__ import annotations
+
+import inspect
+import pickle
+import re
+from collections import Counter, OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from harness.cli import HarnessError
+from harness.io import atomic_path
+
+FORMAT = "tadt-harness/1"
+RELEASE_FORMAT = "liif-release"
+SPEC_KEYS = ("upsampler", "extractor", "extractor_args", "upsampler_args")
+
+RELEASE_UPSAMPLERS = {"liif": "liif", "lte": "lte", "metasr": "metasr"}
+RELEASE_EXTRACTORS = {"edsr-baseline": "edsr-baseline", "rdn": "rdn", "rcan": "rcan",
+                      "swinir": "swinir"}
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
+_MAX_LISTED = 5
+
+
+# -- state dicts --------------------------------------------------------------
+def strip_wrapper_prefix(state_dict: Mapping[str, Any]) -> "OrderedDict[str, Any]":
+    """Drop DDP's ``module.`` (and torch.compile's ``_orig_mod.``) from every key."""
+    out: OrderedDict[str, Any] = OrderedDict()
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def model_state_dict(model: torch.nn.Module) -> "OrderedDict[str, torch.Tensor]":
+    return strip_wrapper_prefix(model.state_dict())
+
+
+# -- saving -------------------------------------------------------------------
+
+
+def _plain(obj: Any, where: str) -> Any:
+    """``obj`` as tensors and plain data that ``weights_only`` loading accepts."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if obj is None or isinstance(obj, torch.dtype):
+        return obj
+    for kind in (bool, int, float, str):  # subclasses (enums, ...) would need their class
+        if isinstance(obj, kind):
+            return kind(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.device):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Mapping):
+        items = {_plain(k, f"{where} key"): _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+        # OrderedDict and Counter (MultiStepLR's milestones) load as they are.
+        return type(obj)(items) if type(obj) in (OrderedDict, Counter) else items
+    if isinstance(obj, (list, tuple)):
+        seq = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return tuple(seq) if isinstance(obj, tuple) else seq
+    raise TypeError(f"cannot store a {type(obj).__name__} at {where} in a checkpoint "
+                    "(only tensors and plain data load with weights_only=True)")
+
+
+def _check_spec(spec: Mapping[str, Any]) -> dict:
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    extra = [k for k in spec if k not in SPEC_KEYS]
+    if missing or extra:
+        raise ValueError(f"model spec needs exactly {SPEC_KEYS}; missing {missing}, unexpected {extra}")
+    return {"upsampler": str(spec["upsampler"]), "extractor": str(spec["extractor"]),
+            "extractor_args": _plain(dict(spec["extractor_args"] or {}), "extractor_args"),
+            "upsampler_args": _plain(dict(spec["upsampler_args"] or {}), "upsampler_args")}
+
+
+def _state_of(obj: Any) -> Any:
+    if obj is None or isinstance(obj, Mapping):
+        return obj
+    return obj.state_dict()
+
+
+def save_checkpoint(path, model: torch.nn.Module, spec: Mapping[str, Any], step: int,
+                    optimizer=None, scheduler=None, rng: Mapping[str, Any] | None = None,
+                    run: Mapping[str, Any] | None = None) -> Path:
+    """Write our format to ``path`` atomically; returns the path.
+
+    ``optimizer``/``scheduler`` may be the objects or their state dicts;
+    ``model`` may be wrapped in DDP (its ``module.`` prefix is stripped).
+    """
+    payload = {
+        "format": FORMAT,
+        "model": _check_spec(spec),
+        "state_dict": model_state_dict(model),
+        "step": int(step),
+        "optimizer": _plain(_state_of(optimizer), "optimizer"),
+        "scheduler": _plain(_state_of(scheduler), "scheduler"),
+        "rng": _plain(rng, "rng"),
+        "run": _plain(run, "run"),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+# -- loading ------------------------------------------------------------------
+def load_checkpoint(path) -> dict:
+    """The checkpoint dict at ``path``, read with ``weights_only=True`` onto the CPU."""
+    path = Path(path)
+    if not path.exists():
+        raise HarnessError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise HarnessError(f"checkpoint {path} is not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = re.search(r"GLOBAL\s+([\w.]+)", text)
+        if found:
+            raise HarnessError(
+                f"checkpoint {path} was refused: loading it would need {found.group(1)}, "
+                "not just tensors and plain data, and unpickling that can run arbitrary code "
+                "(nothing from the file was executed); only use files from sources you trust, "
+                "re-saved as plain state dicts") from None
+        raise HarnessError(f"checkpoint {path} cannot be read: truncated, corrupt or not a "
+                           f"torch file ({_reason(exc)})") from None
+    except Exception as exc:  # zip/EOF/OS errors of a damaged file
+        raise HarnessError(f"checkpoint {path} cannot be read: truncated, corrupt or not a "
+                           f"torch file ({_reason(exc)})") from None
+    if not isinstance(obj, dict):
+        raise HarnessError(f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    inner = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if inner:
+        text = inner.group(1)
+    line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {line[:200]}" if line else type(exc).__name__
+
+
+def load_model(path, map_location="cpu"):
+    """Build and load the model saved at ``path`` (our format or a LIIF/LTE release).
+
+    Returns ``(model, meta)``; the model is on ``map_location`` in eval mode.
+    ``meta`` holds ``format``, ``path``, ``spec`` (our four-key model spec) and,
+    for our format, ``step``/``optimizer``/``scheduler``/``rng``/``run``; for a
+    release ``epoch``, ``release`` (its name and args) and ``dropped_encoder_args``.
+    """
+    path = Path(path)
+    ck = load_checkpoint(path)
+    if ck.get("format") == FORMAT:
+        spec, state_dict = ck.get("model"), ck.get("state_dict")
+        if not isinstance(spec, dict) or any(k not in spec for k in SPEC_KEYS) \
+                or not isinstance(state_dict, Mapping):
+            raise HarnessError(f"checkpoint {path} is a damaged {FORMAT} file "
+                               "(no model spec or state_dict)")
+        meta = {k: ck.get(k) for k in ("step", "optimizer", "scheduler", "rng", "run")}
+        meta.update(format=FORMAT, path=str(path), spec=spec)
+    elif isinstance(ck.get("model"), dict) and "sd" in ck["model"]:
+        spec, dropped = spec_from_release(ck["model"], path)
+        state_dict = ck["model"]["sd"]
+        meta = {"format": RELEASE_FORMAT, "path": str(path), "spec": spec,
+                "epoch": ck.get("epoch"), "dropped_encoder_args": dropped,
+                "release": {"name": ck["model"].get("name"), "args": ck["model"].get("args")},
+                "step": None, "optimizer": None, "scheduler": None, "rng": None, "run": None}
+    else:
+        raise HarnessError(f"checkpoint {path} is neither a {FORMAT} file nor a LIIF/LTE "
+                           "release ({'model': {'name', 'args', 'sd'}}); top-level keys: "
+                           f"{sorted(map(str, ck))[:_MAX_LISTED]}")
+    model = _build(spec, path)
+    _load_strict(model, state_dict, path, spec)
+    return model.to(map_location).eval(), meta
+
+
+def _build(spec: Mapping[str, Any], path: Path) -> torch.nn.Module:
+    from upsamplers import create_model
+
+    try:
+        return create_model(spec["upsampler"], spec["extractor"],
+                            extractor_args=dict(spec["extractor_args"] or {}),
+                            upsampler_args=dict(spec["upsampler_args"] or {}))
+    except KeyError as exc:  # the registries' "unknown <family> ...; known: ..."
+        raise HarnessError(f"checkpoint {path}: {exc.args[0] if exc.args else exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise HarnessError(f"checkpoint {path}: cannot build {spec['upsampler']} on "
+                           f"{spec['extractor']} with extractor_args {spec['extractor_args']} "
+                           f"and upsampler_args {spec['upsampler_args']}: {exc}") from None
+
+
+def _listed(items: list[str]) -> str:
+    more = f", ... {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+    return ", ".join(items[:_MAX_LISTED]) + more
+
+
+def _load_strict(model: torch.nn.Module, state_dict: Mapping[str, Any], path: Path,
+                 spec: Mapping[str, Any]) -> None:
+    state_dict = strip_wrapper_prefix(state_dict)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    reshaped = [f"{k} {tuple(getattr(state_dict[k], 'shape', ()))} vs {tuple(own[k].shape)}"
+                for k in own if k in state_dict
+                and tuple(getattr(state_dict[k], "shape", ())) != tuple(own[k].shape)]
+    if missing or unexpected or reshaped:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_listed(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
+        if reshaped:
+            parts.append(f"{len(reshaped)} of another shape (file vs model: {_listed(reshaped)})")
+        raise HarnessError(f"checkpoint {path} does not fit {spec['upsampler']} on "
+                           f"{spec['extractor']} (extractor_args {spec['extractor_args']}, "
+                           f"upsampler_args {spec['upsampler_args']}): " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+# -- released LIIF/LTE files -------------------------------------------------
+def spec_from_release(model_spec: Mapping[str, Any], path) -> tuple[dict, list[str]]:
+    """Our model spec for a release's ``{'name', 'args'}``, and the encoder args dropped."""
+    name = model_spec.get("name")
+    if name not in RELEASE_UPSAMPLERS:
+        raise HarnessError(f"checkpoint {path}: unknown model {name!r} "
+                           f"(known: {', '.join(RELEASE_UPSAMPLERS)})")
+    args = dict(model_spec.get("args") or {})
+    enc = args.pop("encoder_spec", None)
+    if not isinstance(enc, Mapping) or "name" not in enc:
+        raise HarnessError(f"checkpoint {path}: model {name!r} has no encoder_spec")
+    extractor = RELEASE_EXTRACTORS.get(enc["name"])
+    if extractor is None:
+        raise HarnessError(f"checkpoint {path}: unknown encoder {enc['name']!r} "
+                           f"(known: {', '.join(RELEASE_EXTRACTORS)})")
+    extractor_args, dropped = _release_encoder_args(extractor, dict(enc.get("args") or {}), path)
+
+    upsampler_args: dict[str, Any] = {}
+    imnet = args.pop("imnet_spec", None)
+    if imnet is not None:
+        imnet_args = dict(imnet.get("args") or {}) if isinstance(imnet, Mapping) else {}
+        if not isinstance(imnet, Mapping) or imnet.get("name") != "mlp" \
+                or "hidden_list" not in imnet_args:
+            raise HarnessError(f"checkpoint {path}: imnet_spec {imnet!r} is not an 'mlp' with "
+                               "a hidden_list")
+        if name != "metasr" and imnet_args.get("out_dim", 3) != 3:
+            raise HarnessError(f"checkpoint {path}: imnet out_dim {imnet_args['out_dim']} is not 3")
+        upsampler_args["hidden_list"] = [int(v) for v in imnet_args["hidden_list"]]
+    elif name != "metasr":  # MetaSR builds its own default MLP; LIIF/LTE need one
+        raise HarnessError(f"checkpoint {path}: {name} without an imnet_spec is not supported")
+    allowed = {"liif": ("local_ensemble", "feat_unfold", "cell_decode"),
+               "lte": ("hidden_dim",), "metasr": ()}[name]
+    for key in allowed:
+        if key in args:
+            upsampler_args[key] = args.pop(key)
+    if args:
+        raise HarnessError(f"checkpoint {path}: unsupported {name} arguments {sorted(args)}")
+    spec = {"upsampler": RELEASE_UPSAMPLERS[name], "extractor": extractor,
+            "extractor_args": extractor_args, "upsampler_args": upsampler_args}
+    return spec, dropped
+
+
+def _release_encoder_args(extractor: str, args: dict, path) -> tuple[dict, list[str]]:
+    from extractors import EXTRACTORS, extractor_names
+
+    if not args.pop("no_upsampling", False):
+        raise HarnessError(f"checkpoint {path}: encoder {extractor} keeps its upsampling tail "
+                           "(no_upsampling is not true); only LIIF/LTE-style feature "
+                           "extractors are supported")
+    if extractor not in extractor_names():
+        raise HarnessError(f"checkpoint {path}: extractor {extractor!r} is not available here")
+    params = inspect.signature(EXTRACTORS.get(extractor)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kept = {k: v for k, v in args.items() if takes_any or k in params}
+    return kept, sorted(k for k in args if k not in kept)

@@ -1,0 +1,182 @@
+"""Common interface of the arbitrary-scale upsamplers, and the pieces LIIF/LTE share.
+
+Every upsampler owns its extractor as ``self.encoder`` and exposes::
+
+    feat = model.gen_feat(inp, scale)              # runs the encoder once
+    rgb  = model.query_rgb(inp, feat, coord, cell)  # any number of times
+    rgb  = model(inp, coord, cell, scale=None)      # both at once (training)
+    rgb  = model.predict(inp, coord, cell, scale=None, chunk=30000)  # inference
+
+``inp`` is the normalised LR image ``(B, 3, h, w)``; ``coord`` and ``cell`` are
+``(B, Q, 2)`` in the ij order of :mod:`upsamplers.coords`; the result is
+normalised RGB ``(B, Q, 3)``. ``feat`` is whatever ``gen_feat`` returned and is
+only meant to be handed back to ``query_rgb``: the encoder's ``(B, C, h, w)``
+map for LIIF and MetaSR, an :class:`~upsamplers.lte.LTEFeatures` tuple for LTE
+(whose coefficient and frequency convolutions run once per image, not per
+chunk). Nothing is stored on the module between calls, unlike the reference
+code, so one model can serve interleaved images and threads.
+
+Scale. The extractor is always called as ``encoder(inp, scale=scale)``;
+scale-agnostic extractors ignore it, TADT needs it. ``scale`` is a float or a
+``(B,)`` tensor. When ``forward``/``predict`` get ``scale=None`` they derive it
+from the cell and the input height (:func:`scale_from_cell`):
+``s = 2 / (cell[..., 0] * h)``, averaged over the queries of each batch item.
+That is the true scale only if the cell is the true HR cell: an evaluator that
+enlarges the cell beyond x4 (LTE's ``cell * max(s / 4, 1)``) must pass ``scale``
+explicitly. ``gen_feat`` has no cell, so it passes ``scale`` on as given.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from upsamplers.coords import make_coord
+
+Scale = float | torch.Tensor | None
+
+# The local ensemble of LIIF/LTE: shifts of half an LR pixel towards the four
+# neighbouring feature centres, nudged by EPS_SHIFT so that a query exactly on
+# a pixel border picks a deterministic side, and clamped inside the image.
+EPS_SHIFT = 1e-6
+CLAMP = 1 - 1e-6
+AREA_EPS = 1e-9
+
+
+def scale_from_cell(cell: torch.Tensor, h: int) -> torch.Tensor:
+    """Per-item scale ``2 / (cell_y * h)`` averaged over queries: ``(B, Q, 2) -> (B,)``."""
+    return (2.0 / (cell[..., 0] * h)).mean(dim=-1)
+
+
+def sample_nearest(x: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+    """Value of the pixel of ``x (B, C, h, w)`` containing each ``coord (B, Q, 2)``: ``(B, Q, C)``.
+
+    ``grid_sample`` takes xy order, hence the flip; nearest, align_corners=False
+    (pixel ``i`` covers ``[-1 + 2i/h, -1 + 2(i+1)/h]``).
+    """
+    out = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
+    return out[:, :, 0, :].permute(0, 2, 1)
+
+
+def feature_grid(batch: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """Pixel-centre coordinates of an ``h x w`` map as a ``(B, 2, h, w)`` image."""
+    grid = make_coord((h, w), flatten=False, device=like.device, dtype=like.dtype)
+    return grid.permute(2, 0, 1).unsqueeze(0).expand(batch, 2, h, w)
+
+
+def corner_queries(coord: torch.Tensor, h: int, w: int, local_ensemble: bool = True
+                   ) -> list[torch.Tensor]:
+    """The query coordinates moved half an LR pixel towards each of the four corners.
+
+    Order: (up, left), (up, right), (down, left), (down, right) -- row shift in
+    the outer loop, as in LIIF. Without the ensemble: the query itself, once.
+    """
+    shifts, eps = ((-1, 1), EPS_SHIFT) if local_ensemble else ((0,), 0.0)
+    ry, rx = 1.0 / h, 1.0 / w  # half an LR pixel in [-1, 1] units
+    out = []
+    for vy in shifts:
+        for vx in shifts:
+            c = coord.clone()
+            c[..., 0] += vy * ry + eps
+            c[..., 1] += vx * rx + eps
+            out.append(c.clamp_(-CLAMP, CLAMP))
+    return out
+
+
+def area_weights(rel_coords: Sequence[torch.Tensor], local_ensemble: bool = True
+                 ) -> list[torch.Tensor]:
+    """Blend weights of the corner predictions, ``(B, Q)`` each, summing to 1.
+
+    ``rel_coords`` are the query-minus-feature-centre offsets (any unit). The
+    weight of a corner is the area of the rectangle between the query and the
+    diagonally opposite corner's centre (bilinear weights in the interior):
+    corner areas are computed, then swapped 0<->3 and 1<->2.
+    """
+    areas = [(r[..., 0] * r[..., 1]).abs() + AREA_EPS for r in rel_coords]
+    total = torch.stack(areas).sum(dim=0)
+    if local_ensemble:
+        areas = areas[::-1]
+    return [a / total for a in areas]
+
+
+def ensemble_query(coord: torch.Tensor, h: int, w: int, local_ensemble: bool,
+                   predict_corner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                   ) -> torch.Tensor:
+    """LIIF's local ensemble: blend ``predict_corner(shifted_coord, rel_coord)`` over corners.
+
+    ``predict_corner`` receives the shifted, clamped query coordinate (which LR
+    pixel to read) and the relative coordinate ``(coord - centre) * (h, w)`` of
+    the query to that pixel's centre -- the reference's unit, half an LR pixel,
+    so in the interior each component lies in [-2, 2] -- and returns ``(B, Q, 3)``.
+    """
+    grid = feature_grid(coord.shape[0], h, w, coord)
+    hw = coord.new_tensor([h, w])
+    preds, rels = [], []
+    for shifted in corner_queries(coord, h, w, local_ensemble):
+        rel = (coord - sample_nearest(grid, shifted)) * hw
+        preds.append(predict_corner(shifted, rel))
+        rels.append(rel)
+    out = 0
+    for pred, weight in zip(preds, area_weights(rels, local_ensemble)):
+        out = out + pred * weight.unsqueeze(-1)
+    return out
+
+
+class ArbitraryScaleUpsampler(nn.Module):
+    """Base class: an extractor (``self.encoder``) plus a coordinate-queried decoder."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    # -- features --------------------------------------------------------
+    def encode(self, inp: torch.Tensor, scale: Scale = None) -> torch.Tensor:
+        """The extractor's feature map ``(B, C, h, w)``."""
+        return self.encoder(inp, scale=scale)
+
+    def prepare(self, feat: torch.Tensor) -> Any:
+        """Per-image decoder work done once (default: none)."""
+        return feat
+
+    def gen_feat(self, inp: torch.Tensor, scale: Scale = None) -> Any:
+        """Run the encoder once; the result is what :meth:`query_rgb` takes."""
+        return self.prepare(self.encode(inp, scale))
+
+    def query_rgb(self, inp: torch.Tensor, feat: Any, coord: torch.Tensor,
+                  cell: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- whole passes ----------------------------------------------------
+    @staticmethod
+    def resolve_scale(inp: torch.Tensor, cell: torch.Tensor, scale: Scale) -> Scale:
+        return scale_from_cell(cell, inp.shape[-2]) if scale is None else scale
+
+    def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
+                scale: Scale = None) -> torch.Tensor:
+        feat = self.gen_feat(inp, self.resolve_scale(inp, cell, scale))
+        return self.query_rgb(inp, feat, coord, cell)
+
+    @torch.no_grad()
+    def predict(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
+                scale: Scale = None, chunk: int = 30000) -> torch.Tensor:
+        """Inference without autograd: features once, then ``chunk`` queries at a time.
+
+        Peak decoder memory grows with ``chunk``, not with the number of
+        queries; the result equals :meth:`forward`'s (queries are independent).
+        """
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        feat = self.gen_feat(inp, self.resolve_scale(inp, cell, scale))
+        n = coord.shape[1]
+        parts = [self.query_rgb(inp, feat, coord[:, i:i + chunk], cell[:, i:i + chunk])
+                 for i in range(0, n, chunk)]
+        if not parts:
+            return coord.new_zeros(coord.shape[0], 0, 3)
+        return torch.cat(parts, dim=1)
+
+    def decoder_parameters(self) -> int:
+        """Parameters of the upsampler's own layers (everything but the encoder)."""
+        return sum(p.numel() for name, p in self.named_parameters()
+                   if not name.startswith("encoder."))

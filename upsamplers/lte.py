@@ -1,0 +1,78 @@
+"""LTE: local texture estimator (Lee and Jin, CVPR 2022; github jaewon-lee-b/lte).
+
+Two 3x3 convolutions turn the feature map into amplitudes (``coef``) and
+frequencies (``freq``), ``hidden_dim`` channels each. For each of LIIF's four
+corners, with ``delta = (coord - centre) * (h, w)`` the query's offset from the
+corner feature's centre and ``c = cell * (h, w)`` the cell (both in units of half
+an LR pixel, as in the reference: ``c = 2 / s``), frequency pairs
+``(f_2k, f_2k+1)`` (channels 2k and 2k+1, row then column) give
+
+    x_k = f_2k * delta_y + f_2k+1 * delta_x + phase(c)_k,   k < hidden_dim / 2
+    input = coef * [cos(pi x), sin(pi x)]
+
+which an MLP (256 -> 256 x3 -> 3) decodes; the corners are blended with LIIF's
+area weights, and the input image sampled bilinearly (border padding,
+align_corners=False) at the query is added. Reference configuration: 493,827
+parameters. State-dict keys: ``encoder.*``, ``coef.*``, ``freq.*``,
+``phase.weight``, ``imnet.layers.<i>.*``.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from upsamplers import UPSAMPLERS
+from upsamplers.base import ArbitraryScaleUpsampler, ensemble_query, sample_nearest
+from upsamplers.mlp import MLP
+
+
+class LTEFeatures(NamedTuple):
+    """What :meth:`LTE.gen_feat` returns: the encoder map and its amplitude/frequency maps."""
+
+    feat: torch.Tensor
+    coef: torch.Tensor
+    freq: torch.Tensor
+
+
+def sample_bilinear(img: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample of ``img (B, C, h, w)`` at ``coord (B, Q, 2)`` (border padding): ``(B, Q, C)``."""
+    out = F.grid_sample(img, coord.flip(-1).unsqueeze(1), mode="bilinear",
+                        padding_mode="border", align_corners=False)
+    return out[:, :, 0, :].permute(0, 2, 1)
+
+
+@UPSAMPLERS.register("lte")
+class LTE(ArbitraryScaleUpsampler):
+    def __init__(self, encoder, hidden_dim: int = 256,
+                 hidden_list: Sequence[int] = (256, 256, 256)):
+        super().__init__(encoder)
+        if hidden_dim % 2:
+            raise ValueError(f"LTE hidden_dim must be even, got {hidden_dim}")
+        c = encoder.out_dim
+        self.coef = nn.Conv2d(c, hidden_dim, 3, padding=1)
+        self.freq = nn.Conv2d(c, hidden_dim, 3, padding=1)
+        self.phase = nn.Linear(2, hidden_dim // 2, bias=False)
+        self.imnet = MLP(hidden_dim, 3, list(hidden_list))
+
+    def prepare(self, feat: torch.Tensor) -> LTEFeatures:
+        return LTEFeatures(feat, self.coef(feat), self.freq(feat))
+
+    def query_rgb(self, inp, feat: LTEFeatures, coord, cell):
+        h, w = feat.feat.shape[-2:]
+        rel_cell = cell * cell.new_tensor([h, w])
+        phase = self.phase(rel_cell)  # (B, Q, hidden/2), the same for every corner
+
+        def predict_corner(shifted, rel_coord):
+            q_coef = sample_nearest(feat.coef, shifted)
+            q_freq = sample_nearest(feat.freq, shifted)
+            pairs = q_freq.unflatten(-1, (-1, 2))  # (B, Q, hidden/2, 2): (f_2k, f_2k+1)
+            x = (pairs * rel_coord.unsqueeze(-2)).sum(dim=-1) + phase
+            x = torch.cat([torch.cos(math.pi * x), torch.sin(math.pi * x)], dim=-1)
+            return self.imnet(q_coef * x)
+
+        out = ensemble_query(coord, h, w, True, predict_corner)
+        return out + sample_bilinear(inp, coord)
