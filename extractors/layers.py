@@ -39,6 +39,17 @@ class MeanShift(nn.Conv2d):
         self.requires_grad_(False)
 
 
+def check_no_upsampling(no_upsampling: bool) -> None:
+    """Accept the ``no_upsampling`` argument of released LIIF/LTE encoder specs.
+
+    Released checkpoints store ``encoder_spec.args = {'no_upsampling': True}``;
+    taking it lets those args be passed straight to our constructors. The
+    upsampling tails themselves are not part of this harness.
+    """
+    if not no_upsampling:
+        raise ValueError("extractors have no upsampling tail; only no_upsampling=True is supported")
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
     """Pad ``(B, C, H, W)`` at the bottom/right so H and W are multiples of ``multiple``.
 
