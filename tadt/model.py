@@ -1,0 +1,526 @@
+"""TADT and its Baseline backbone (paper section 3.3), registered as extractors.
+
+``Baseline`` is the multi-scale transformer backbone with every attention branch
+on; ``TADT`` is the same backbone plus the Task-Aware Routing Controller (TARC),
+which picks, per input image and scale, which of the 4N branches run.
+
+Layout: tokens travel between blocks as ``(B, H, W, C)`` (channels last), so a
+branch reads its ``C/4`` channels as a slice and the group convolutions work on
+a channels-last view without copies. Every choice the paper leaves open is
+listed, with its reasons, in ``tadt/README.md``.
+
+A branch whose routing bit is 0 for every sample of the batch is not run at
+all: no QKV linear, no window partition, no attention, and its rows of the
+projection are sliced away (Eq. 2). fvcore therefore counts the FLOPs of the
+path actually taken, and wall time falls with it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from extractors import EXTRACTORS
+from extractors.layers import pad_to_multiple
+
+BETA_MODES = ("learned", "fixed", "linear")
+EVAL_ROUTINGS = ("topk", "threshold")
+
+RoutingArg = Union[None, str, torch.Tensor, Sequence[int]]
+
+
+@dataclass
+class RoutingInfo:
+    """What the last forward pass used.
+
+    ``r``: ``(B, 4N)`` routing vector (0/1 values; during training it carries
+    the straight-through gradient of Eq. 4). ``p``: ``(B, 4N)`` task-aware
+    probabilities of Eq. 3, ``beta``: ``(B,)`` intensity scalar; both are None
+    for the Baseline and for forced routings. ``beta`` keeps its autograd
+    graph so the trainer can add ``intensity_loss(beta, scale)``.
+    """
+
+    r: torch.Tensor
+    p: Optional[torch.Tensor] = None
+    beta: Optional[torch.Tensor] = None
+
+    @property
+    def active(self) -> torch.Tensor:
+        """Number of active branches per sample, ``(B,)``."""
+        return (self.r.detach() != 0).sum(1)
+
+    def bits(self, i: int = 0) -> str:
+        """Routing of sample ``i`` as a bit string (groups separated by ``_``)."""
+        b = "".join("1" if v else "0" for v in (self.r[i].detach() != 0).tolist())
+        return "_".join(b[k:k + 4] for k in range(0, len(b), 4))
+
+
+# ---------------------------------------------------------------------------
+# attention branches
+
+
+def _trunc_normal_(t: torch.Tensor, std: float = 0.02) -> torch.Tensor:
+    return nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
+
+
+def _relative_index(q_size: int, k_size: int, stride: int) -> tuple[torch.Tensor, int]:
+    """Index into a relative-position table for a ``q_size^2`` query window and a
+    ``k_size^2`` key grid whose cells are ``stride`` pixels wide.
+
+    The offset is taken from a query pixel to the top-left pixel of a key cell,
+    so it ranges over ``[-(q_size - stride), q_size - 1]`` per axis: a table of
+    ``(2 q_size - stride)^2`` entries. With ``stride = 1`` this is Swin's
+    ``(2m - 1)^2`` table.
+    """
+    qc = torch.stack(torch.meshgrid(torch.arange(q_size), torch.arange(q_size), indexing="ij")).flatten(1)
+    kc = torch.stack(torch.meshgrid(torch.arange(k_size), torch.arange(k_size), indexing="ij")).flatten(1) * stride
+    rel = qc[:, :, None] - kc[:, None, :] + (q_size - stride)  # (2, Lq, Lk), >= 0
+    side = 2 * q_size - stride
+    return (rel[0] * side + rel[1]).long(), side * side
+
+
+class _AttentionBranch(nn.Module):
+    """Shared parts of LSA and GSA: a linear ``C/4 -> 3C/4`` for Q, K, V, a
+    relative position bias per head, and scaled-dot-product attention.
+
+    ``forward(x, out=None)`` reads ``x (B, H, W, C/4)`` (H, W multiples of the
+    window) and writes ``(B, H, W, C/4)`` into ``out`` when given (a slice of
+    the projection's input buffer), which saves one copy per branch.
+    """
+
+    def __init__(self, dim: int, window: int, pooled: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"branch width {dim} is not divisible by {heads} heads")
+        if window % pooled:
+            raise ValueError(f"pooled size {pooled} does not divide window {window}")
+        self.dim, self.window, self.pooled, self.heads = dim, window, pooled, heads
+        self.head_dim = dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        index, table = _relative_index(window, pooled, window // pooled)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(table, heads))
+        self.register_buffer("relative_position_index", index, persistent=False)
+        _trunc_normal_(self.relative_position_bias_table)
+        self._bias_cache = None
+
+    def _gather_bias(self, table: torch.Tensor) -> torch.Tensor:
+        idx = self.relative_position_index
+        bias = table[idx.reshape(-1)].view(idx.shape[0], idx.shape[1], self.heads)
+        return bias.permute(2, 0, 1).unsqueeze(0)  # 4-D lets SDPA take its fused CPU kernel
+
+    def position_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """``(1, heads, window^2, pooled^2)`` additive attention bias.
+
+        Without autograd the gathered bias is cached (keyed by the table's
+        version, device and dtype), so inference does not re-gather it per call."""
+        table = self.relative_position_bias_table
+        if (torch.is_grad_enabled() and table.requires_grad) or torch.jit.is_tracing() or table.is_inference():
+            return self._gather_bias(table).to(dtype)
+        key = (table._version, table.data_ptr(), table.device, dtype, torch.is_inference_mode_enabled())
+        if self._bias_cache is None or self._bias_cache[0] != key:
+            self._bias_cache = (key, self._gather_bias(table.detach()).to(dtype))
+        return self._bias_cache[1]
+
+    def _windows(self, x: torch.Tensor, m: int) -> torch.Tensor:
+        """``(B, H, W, c)`` -> ``(B*nW, m*m, c)`` (a view when one window covers x)."""
+        b, h, w, c = x.shape
+        if h == m and w == m:
+            return x.reshape(b, m * m, c)
+        x = x.reshape(b, h // m, m, w // m, m, c).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(-1, m * m, c)
+
+    def _heads(self, t: torch.Tensor, parts: int) -> torch.Tensor:
+        """``(n, L, parts*dim)`` -> ``(parts, n, heads, L, head_dim)`` (a view)."""
+        n, length, _ = t.shape
+        return t.view(n, length, parts, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def _attend(self, q, k, v) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.position_bias(q.dtype))
+
+    def _merge(self, o: torch.Tensor, b: int, h: int, w: int, out: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(B*nW, heads, m*m, head_dim)`` -> ``(B, H, W, dim)``, written into ``out``."""
+        m = self.window
+        o = o.view(b, h // m, w // m, self.heads, m, m, self.head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+        if out is None:
+            return o.reshape(b, h, w, self.dim)
+        out.view(b, h // m, m, w // m, m, self.heads, self.head_dim).copy_(o)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, window={self.window}, pooled={self.pooled}, heads={self.heads}"
+
+
+class LocalSelfAttention(_AttentionBranch):
+    """LSA (Fig. 4a): attention inside non-overlapping ``m x m`` windows."""
+
+    def __init__(self, dim: int, window: int, heads: int):
+        super().__init__(dim, window, window, heads)
+
+    def forward(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        q, k, v = self._heads(self.qkv(self._windows(x, self.window)), 3)
+        return self._merge(self._attend(q, k, v), b, h, w, out)
+
+
+class GlobalSelfAttention(_AttentionBranch):
+    """GSA (Fig. 4b): queries in ``m x m`` windows attend to keys and values
+    max-pooled from ``m x m`` to ``d x d`` inside the same window."""
+
+    def forward(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        m, d = self.window, self.pooled
+        qkv = self.qkv(self._windows(x, m))  # (B*nW, m*m, 3*dim)
+        n = qkv.shape[0]
+        q = self._heads(qkv[..., : self.dim], 1)[0]
+        kv = qkv[..., self.dim:].view(n, m, m, 2 * self.dim).permute(0, 3, 1, 2)  # channels-last view
+        kv = F.max_pool2d(kv, kernel_size=m // d).permute(0, 2, 3, 1).reshape(n, d * d, 2 * self.dim)
+        k, v = self._heads(kv, 2)
+        return self._merge(self._attend(q, k, v), b, h, w, out)
+
+
+class SliceableLinear(nn.Linear):
+    """Output projection whose input rows can be sliced away (Eq. 2).
+
+    ``forward(o_active, active)`` computes ``O_cat @ W^T + b`` where ``O_cat``
+    has zeros in the groups not listed in ``active``, without multiplying them:
+    only the columns of ``W`` of the active groups are used.
+    """
+
+    def __init__(self, dim: int, groups: int = 4):
+        super().__init__(dim, dim)
+        self.groups = groups
+        self.group_dim = dim // groups
+
+    def forward(self, x: torch.Tensor, active: Optional[Sequence[int]] = None) -> torch.Tensor:
+        if active is None or len(active) == self.groups:
+            return F.linear(x, self.weight, self.bias)
+        g = self.group_dim
+        cols = torch.cat([self.weight[:, j * g:(j + 1) * g] for j in active], dim=1)
+        return F.linear(x, cols, self.bias)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class MultiScaleTransformerBlock(nn.Module):
+    """MSTB (Fig. 3b): ``C`` channels split into four ``C/4`` groups, three LSA
+    branches (windows m1, m2, m3) and one GSA branch (window m, pooled to d),
+    slice-able projection, residual; then pre-norm MLP with residual."""
+
+    def __init__(self, dim: int, windows: Sequence[int], global_window: int, pooled: int,
+                 heads: Sequence[int], mlp_ratio: float):
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"channels {dim} are not divisible into four branches")
+        bd = dim // 4
+        self.branch_dim = bd
+        self.norm1 = nn.LayerNorm(dim)
+        self.branches = nn.ModuleList(
+            [LocalSelfAttention(bd, m, hh) for m, hh in zip(windows, heads[:3])]
+            + [GlobalSelfAttention(bd, global_window, pooled, heads[3])]
+        )
+        self.proj = SliceableLinear(dim, 4)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(round(dim * mlp_ratio)))
+
+    def forward(self, x: torch.Tensor, r: Optional[torch.Tensor], on: Sequence[bool],
+                scale_by_r: Sequence[bool]) -> torch.Tensor:
+        """``x (B, H, W, C)``; ``r (B, 4)`` routing of this group (or None = all on);
+        ``on[j]``: branch j runs (its bit is 1 for some sample); ``scale_by_r[j]``:
+        multiply its output by ``r[:, j]`` (mixed batch, or STE gradient needed)."""
+        active = [j for j in range(4) if on[j]]
+        bd = self.branch_dim
+        if active:
+            y = self.norm1(x)  # only the branches read it
+            # Eq. 1/2: skipped branches compute nothing; the active ones write
+            # side by side into the input of the sliced projection.
+            cat = y.new_empty(*y.shape[:-1], bd * len(active))
+            for slot, j in enumerate(active):
+                dst = cat[..., slot * bd:(slot + 1) * bd]
+                if scale_by_r[j]:
+                    o = self.branches[j](y[..., j * bd:(j + 1) * bd])
+                    dst.copy_(o * r[:, j].to(o.dtype).view(-1, 1, 1, 1))
+                else:
+                    self.branches[j](y[..., j * bd:(j + 1) * bd], out=dst)
+            x = x + self.proj(cat, active)
+        else:
+            x = x + self.proj.bias  # O_cat = 0: the projection reduces to its bias
+        return x + self.mlp(self.norm2(x))
+
+
+class MultiScaleTransformerGroup(nn.Module):
+    """MSTG: MSTBs sharing one 4-bit routing sub-vector, a 3x3 conv, and a
+    residual connection around the group (as SwinIR's RSTB)."""
+
+    def __init__(self, dim: int, depth: int, **block_args):
+        super().__init__()
+        self.blocks = nn.ModuleList([MultiScaleTransformerBlock(dim, **block_args) for _ in range(depth)])
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, r, on, scale_by_r) -> torch.Tensor:
+        y = x
+        for blk in self.blocks:
+            y = blk(y, r, on, scale_by_r)
+        y = self.conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x + y
+
+
+# ---------------------------------------------------------------------------
+# routing controller
+
+
+class TaskAwareRoutingController(nn.Module):
+    """TARC (Fig. 3c, Eqs. 3-4).
+
+    Image branch: two 3x3 convs, global average pool, linear -> logits ``e``
+    ``(B, 4N)``. Scale branch: three linear layers on ``log s`` -> ``beta``
+    (sigmoid output, in (0, 1)); replaced by ``0.5`` (``beta_mode='fixed'``) or
+    ``0.25 s`` (``'linear'``) for the Table 4 ablations.
+    """
+
+    def __init__(self, n_branches: int, width: int = 32, scale_hidden: int = 16,
+                 beta_mode: str = "learned", beta_init: float = 0.88):
+        super().__init__()
+        if beta_mode not in BETA_MODES:
+            raise ValueError(f"beta_mode must be one of {BETA_MODES}, got {beta_mode!r}")
+        self.n_branches = n_branches
+        self.beta_mode = beta_mode
+        self.image_branch = nn.Sequential(
+            nn.Conv2d(3, width, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(width, width, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(width, n_branches),
+        )
+        if beta_mode == "learned":
+            self.scale_branch = nn.Sequential(
+                nn.Linear(1, scale_hidden), nn.ReLU(inplace=True),
+                nn.Linear(scale_hidden, scale_hidden), nn.ReLU(inplace=True),
+                nn.Linear(scale_hidden, 1),
+            )
+            # Start near "most branches on": TADT is fine-tuned from a Baseline
+            # trained with every branch active.
+            with torch.no_grad():
+                self.scale_branch[-1].bias.fill_(math.log(beta_init / (1 - beta_init)))
+        else:
+            self.scale_branch = None
+
+    def intensity(self, scale: torch.Tensor) -> torch.Tensor:
+        """``beta (B,)`` from ``scale (B,)``."""
+        if self.beta_mode == "fixed":
+            return torch.full_like(scale, 0.5)
+        if self.beta_mode == "linear":
+            return 0.25 * scale
+        return torch.sigmoid(self.scale_branch(torch.log(scale).unsqueeze(1))).squeeze(1)
+
+    @staticmethod
+    def task_probability(e: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """Eq. 3: ``p = min(beta * 4N * sigmoid(e) / sum(sigmoid(e)), 1)``."""
+        s = torch.sigmoid(e)
+        return torch.clamp(beta.unsqueeze(1) * e.shape[1] * s / s.sum(1, keepdim=True), max=1.0)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor):
+        """Returns ``(e, beta, p)``."""
+        e = self.image_branch(x)
+        beta = self.intensity(scale.to(e.dtype))
+        return e, beta, self.task_probability(e, beta)
+
+
+# ---------------------------------------------------------------------------
+# backbone
+
+
+def _as_scale(scale, batch: int, device, dtype=torch.float32) -> torch.Tensor:
+    s = torch.as_tensor(scale, dtype=dtype, device=device).reshape(-1)
+    if s.numel() == 1:
+        s = s.expand(batch)
+    if s.numel() != batch:
+        raise ValueError(f"scale has {s.numel()} values for a batch of {batch}")
+    if bool((s <= 0).any()):
+        raise ValueError("scale must be positive")
+    return s
+
+
+@EXTRACTORS.register("baseline")
+class Baseline(nn.Module):
+    """The TADT feature-extraction backbone with every branch on (paper: "Baseline").
+
+    ``forward(x, scale=None, routing=None)``: ``x (B, 3, H, W)`` normalised, any
+    H x W (reflect-padded to a multiple of ``window_size`` and cropped back);
+    returns ``(B, out_dim, H, W)``. ``routing`` forces a path: ``"all"``,
+    ``"none"``, a ``4N``-character bit string (``_`` and spaces ignored), or a
+    0/1 tensor ``(4N,)`` / ``(B, 4N)``; None means all on.
+    """
+
+    scale_aware = False
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 224, num_groups: int = 8,
+                 blocks_per_group: int = 2, windows: Sequence[int] = (4, 8, 16),
+                 global_window: int = 48, pooled_size: int = 12,
+                 heads: Union[int, Sequence[int]] = 2, mlp_ratio: float = 2.0, out_dim: int = 64):
+        super().__init__()
+        windows = tuple(int(m) for m in windows)
+        if len(windows) != 3:
+            raise ValueError("an MSTB has exactly three local windows")
+        for m in windows:
+            if global_window % m:
+                raise ValueError(f"local window {m} does not divide the global window {global_window}")
+        heads = (int(heads),) * 4 if isinstance(heads, int) else tuple(int(h) for h in heads)
+        if len(heads) != 4:
+            raise ValueError("heads: one int, or one per branch (4)")
+        self.embed_dim, self.num_groups = embed_dim, num_groups
+        self.n_branches = 4 * num_groups
+        self.out_dim = out_dim
+        self.window_size = global_window
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self.norm_first = nn.LayerNorm(embed_dim)
+        self.groups = nn.ModuleList([
+            MultiScaleTransformerGroup(embed_dim, blocks_per_group, windows=windows, global_window=global_window,
+                                       pooled=pooled_size, heads=heads, mlp_ratio=mlp_ratio)
+            for _ in range(num_groups)
+        ])
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
+        self.conv_out = nn.Sequential(nn.Conv2d(embed_dim, out_dim, 3, 1, 1), nn.LeakyReLU(0.01, inplace=True))
+        self.apply(self._init_weights)
+        self.last_routing: Optional[RoutingInfo] = None
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            _trunc_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # -- routing --------------------------------------------------------------
+
+    def parse_routing(self, routing: RoutingArg, batch: int, device) -> torch.Tensor:
+        """A forced routing as a float ``(B, 4N)`` tensor of 0/1."""
+        n = self.n_branches
+        if isinstance(routing, str):
+            key = routing.strip().lower()
+            if key == "all":
+                return torch.ones(batch, n, device=device)
+            if key == "none":
+                return torch.zeros(batch, n, device=device)
+            bits = key.replace("_", "").replace(" ", "")
+            if len(bits) != n or set(bits) - {"0", "1"}:
+                raise ValueError(f"routing string must be 'all', 'none' or {n} bits of 0/1, got {routing!r}")
+            r = torch.tensor([float(c) for c in bits], device=device)
+        else:
+            r = torch.as_tensor(routing, device=device).detach().float()
+        if r.dim() == 1:
+            r = r.unsqueeze(0)
+        if r.dim() != 2 or r.shape[1] != n or r.shape[0] not in (1, batch):
+            raise ValueError(f"routing tensor must have shape ({n},) or ({batch}, {n}), got {tuple(r.shape)}")
+        if bool(((r != 0) & (r != 1)).any()):
+            raise ValueError("routing tensor must hold only 0 and 1")
+        return r.expand(batch, n).to(device)
+
+    def routing_for(self, x: torch.Tensor, scale=None) -> RoutingInfo:
+        """The routing a ``forward(x, scale)`` with ``routing=None`` would use."""
+        return RoutingInfo(torch.ones(x.shape[0], self.n_branches, device=x.device))
+
+    def _resolve(self, x: torch.Tensor, scale, routing: RoutingArg) -> RoutingInfo:
+        if routing is None:
+            return self.routing_for(x, scale)
+        return RoutingInfo(self.parse_routing(routing, x.shape[0], x.device))
+
+    # -- forward --------------------------------------------------------------
+
+    def forward_backbone(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """Backbone along routing ``r (B, 4N)``; ``x`` normalised, any size."""
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, self.window_size)
+        # One host sync decides the whole path: which branches run at all and
+        # which need their output scaled by r (mixed batch or STE gradient).
+        rb = r.detach() != 0
+        on = rb.any(0).tolist()
+        partial = (rb.any(0) & ~rb.all(0)).tolist()
+        scale_by = [o and (p or r.requires_grad) for o, p in zip(on, partial)]
+        f0 = self.conv_first(x)
+        t = self.norm_first(f0.permute(0, 2, 3, 1))
+        for i, group in enumerate(self.groups):
+            sl = slice(4 * i, 4 * i + 4)
+            t = group(t, r[:, sl], on[sl], scale_by[sl])
+        t = self.norm(t)
+        f = self.conv_after_body(t.permute(0, 3, 1, 2)) + f0
+        out = self.conv_out(f)
+        return out[..., :h, :w].contiguous(memory_format=torch.contiguous_format)
+
+    def forward(self, x: torch.Tensor, scale=None, routing: RoutingArg = None) -> torch.Tensor:
+        info = self._resolve(x, scale, routing)
+        out = self.forward_backbone(x, info.r)
+        self.last_routing = info
+        return out
+
+
+@EXTRACTORS.register("tadt")
+class TADT(Baseline):
+    """Task-Aware Dynamic Transformer: Baseline backbone + TARC.
+
+    Backbone keys are exactly the Baseline's, so a trained Baseline state dict
+    loads with ``load_state_dict(sd, strict=False)`` leaving only ``tarc.*``
+    missing; :meth:`load_baseline_state_dict` does that and checks it.
+
+    Routing with ``routing=None``: training samples ``r ~ Bernoulli(p)`` with
+    the straight-through gradient ``dL/dr = dL/dp`` (Eq. 4); eval is
+    deterministic: ``eval_routing='topk'`` (default) keeps the ``round(sum p)``
+    branches of largest ``p`` (ties: lower index first), ``'threshold'`` keeps
+    ``p >= 0.5``.
+    """
+
+    scale_aware = True
+
+    def __init__(self, *args, beta_mode: str = "learned", eval_routing: str = "topk",
+                 tarc_width: int = 32, tarc_scale_hidden: int = 16, **kwargs):
+        super().__init__(*args, **kwargs)
+        if eval_routing not in EVAL_ROUTINGS:
+            raise ValueError(f"eval_routing must be one of {EVAL_ROUTINGS}, got {eval_routing!r}")
+        self.eval_routing = eval_routing
+        self.beta_mode = beta_mode
+        self.tarc = TaskAwareRoutingController(self.n_branches, tarc_width, tarc_scale_hidden, beta_mode)
+
+    def decide(self, p: torch.Tensor) -> torch.Tensor:
+        """Routing vector from probabilities ``p (B, 4N)`` (mode-dependent)."""
+        if self.training:
+            p_hat = p.detach()
+            # value: exactly the sample (p - p_hat is exactly 0); gradient: dL/dr = dL/dp (Eq. 4)
+            return torch.bernoulli(p_hat) + (p - p_hat)
+        if self.eval_routing == "threshold":
+            return (p >= 0.5).to(p.dtype)
+        k = torch.round(p.sum(1, keepdim=True))
+        order = torch.argsort(p, dim=1, descending=True, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(p.shape[1], device=p.device).expand_as(order))
+        return (rank < k).to(p.dtype)
+
+    def routing_for(self, x: torch.Tensor, scale=None) -> RoutingInfo:
+        """Runs only the TARC: ``RoutingInfo(r, p, beta)`` for ``forward(x, scale)``."""
+        if scale is None:
+            raise ValueError("TADT needs the SR scale to route (pass scale=..., or force a routing)")
+        s = _as_scale(scale, x.shape[0], x.device)
+        _, beta, p = self.tarc(x, s)
+        return RoutingInfo(self.decide(p), p, beta)
+
+    def load_baseline_state_dict(self, state_dict: dict) -> None:
+        """Load a trained Baseline (extractor keys, or an upsampler's ``encoder.*``
+        keys) into the backbone; the TARC keeps its initialisation."""
+        if state_dict and all(k.startswith("encoder.") for k in state_dict):
+            state_dict = {k[len("encoder."):]: v for k, v in state_dict.items()}
+        res = self.load_state_dict(state_dict, strict=False)
+        missing = [k for k in res.missing_keys if not k.startswith("tarc.")]
+        if missing or res.unexpected_keys:
+            raise KeyError(f"not a Baseline state dict: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}")
