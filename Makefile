@@ -28,5 +28,13 @@ all-results: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint
 
+# Embedded workflow for every table, then each PSNR/FLOPs cell against the committed baseline
+# (tolerances justified in tests/regression/README.md).
+.PHONY: check-regression
+check-regression: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) all
+	$(PY) -m harness check-regression --results results --baseline tests/regression/embedded.csv \
+		--tolerance-db 0.02 --tolerance-gflops-rel 0.01
+
 clean-results:
 	rm -rf results/* .snakemake
