@@ -1,0 +1,71 @@
+"""``python -m harness train``: train one run of the configuration."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.cli import HarnessError
+
+HELP = "train one run (resumable; multi-GPU through torchrun)"
+DESCRIPTION = """\
+Train one run of the configuration and write its checkpoint to --out.
+
+Runs are {extractor}-{upsampler} (e.g. edsr-baseline-liif, tadt-lte) and the
+TADT-LIIF ablations tadt-liif-beta0.5, tadt-liif-beta0.25s, tadt-liif-nolbeta.
+A tadt run fine-tunes the Baseline of the same upsampler: --init names that
+checkpoint (default: <results>/checkpoints/baseline-<upsampler>.pth).
+
+Resumable: a checkpoint is written atomically to <out>.partial every
+train.checkpoint_every steps; running the same command again continues from
+it (weights, optimiser, scheduler, step and RNG states), ending bitwise
+identical on CPU to an uninterrupted run. --out appears only when the run is
+complete.
+
+Several GPUs: torchrun --standalone --nproc_per_node N -m harness -- train ...
+runs DistributedDataParallel (the "--" is needed: without it torchrun takes
+--run and --log for abbreviations of its own options). train.batch_size is the
+GLOBAL batch, split evenly across the N processes (it must be divisible by N).
+Only rank 0 writes the checkpoint and the log.
+
+Example:
+  python -m harness train --config config/default.yaml --run edsr-baseline-liif \\
+      --out results/checkpoints/edsr-baseline-liif.pth \\
+      --log results/logs/train/edsr-baseline-liif.csv
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", metavar="CFG.yaml",
+                        help="configuration file(s); later ones override earlier ones "
+                             "(default: config/default.yaml)")
+    parser.add_argument("--run", required=True, help="run name, e.g. edsr-baseline-liif")
+    parser.add_argument("--out", metavar="CKPT.pth",
+                        help="final checkpoint (default: <results>/checkpoints/RUN.pth)")
+    parser.add_argument("--init", metavar="CKPT.pth",
+                        help="initial weights (tadt runs: the Baseline checkpoint to fine-tune)")
+    parser.add_argument("--log", metavar="LOG.csv",
+                        help="per-step CSV log (default: <results>/logs/train/RUN.csv)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                        help="where to train (default: the config's 'device')")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: train.threads)")
+    parser.add_argument("--progress", choices=["auto", "bar", "plain", "none"], default="auto",
+                        help="tqdm bar (auto: when stderr is a terminal), plain lines every "
+                             "train.log_every steps, or nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.config import DEFAULT_CONFIG, checkpoint_path, load_config, results_dir, run_spec
+
+    cfg = load_config(*(args.config or [DEFAULT_CONFIG]))
+    spec = run_spec(cfg, args.run)
+    if args.threads is not None and args.threads < 1:
+        raise HarnessError("--threads must be at least 1")
+    out = Path(args.out) if args.out else checkpoint_path(cfg, spec.name)
+    log = Path(args.log) if args.log else results_dir(cfg) / "logs" / "train" / f"{spec.name}.csv"
+
+    from harness.train import train_run
+
+    train_run(cfg, spec, out, init=args.init, log=log, device=args.device, threads=args.threads,
+              progress=args.progress)
+    return 0
