@@ -213,7 +213,7 @@ def train_inputs(wildcards):
 def train_launcher(wildcards):
     g = gpus_for(wildcards.run)
     if g > 1:  # DDP: torchrun starts one process per GPU (single node)
-        return f"{PY} -m torch.distributed.run --standalone --nproc_per_node {g} -m harness"
+        return f"{PY} -m torch.distributed.run --standalone --nproc_per_node {g} -m harness --"
     return HARNESS
 
 

@@ -1,0 +1,327 @@
+"""Super-resolve one LR image by the evaluation protocol, in bounded memory.
+
+``super_resolve(model, lr, scale)`` is the one place where a model meets an
+evaluation image; ``python -m harness evaluate`` and ``upscale`` both call it.
+Each protocol rule is imported from :mod:`harness.protocol`, never re-written:
+
+- input: ``normalize(lr)``; window-attention extractors (``encoder.window_size``)
+  get LTE's mirror padding (``protocol.pad_to_multiple``: 1..w pixels on the
+  bottom/right, never 0);
+- queries: the pixel centres of the ``H x W`` output grid
+  (``upsamplers.coords.make_coord``) with the cell ``(2/H, 2/W)`` through
+  ``protocol.eval_cell`` (the cell rule above x4). With window padding the model
+  sees the padded image, so coordinates and cell are expressed in the padded
+  image's frame (``y' = (y + 1) h / h_pad - 1``, ``cell' = cell h / h_pad``) and
+  only the un-padded part of the grid is queried. For an integer scale this is
+  exactly LTE's "predict on the padded image's HR grid, then crop": the grid
+  points are the same; for other scales and explicit output sizes it is the
+  same rule without rounding the padded HR size;
+- the model gets ``scale`` (the scale-aware TADT routes on it);
+- output: ``denormalize``, clamped to [0, 1], not rounded.
+
+Bounded memory
+--------------
+Queries are decoded ``chunk`` at a time (``query_rgb`` on slices of the grid;
+coordinates are made per chunk, so nothing of size H*W x 2 is ever held besides
+the output image). With ``tile > 0`` the extractor runs on LR tiles of
+``tile x tile`` pixels, each extended by ``tile_overlap`` pixels on every side
+(clipped at the image border), and only the tile's own pixels are kept; tile
+origins, sizes and overlaps are rounded up to multiples of the extractor's
+window, so a tile sees exactly the window grid of the whole image.
+
+Choosing the overlap (``default_tile_overlap``):
+
+- Convolution-only extractors (EDSR-baseline, RDN): a feature depends on the
+  input within the sum of the radii of all its convolutions (an upper bound for
+  any residual / dense wiring, and exact for these two because their longest
+  path runs through every conv). An overlap of that radius makes tiled features
+  equal to untiled ones up to float summation order (< 1e-5). Paper widths:
+  EDSR-baseline 34, RDN 131 LR pixels.
+- RCAN: 412 pixels of convolutions, and every channel-attention layer averages
+  over the whole image, so no overlap is exact; the default overlap is capped
+  at ``GLOBAL_OVERLAP``. RCAN's activations are 64 channels wide and it
+  stays well under 4 GB untiled even at x2 on DIV2K, so it never needs tiles.
+- SwinIR (36 shifted-window blocks), Baseline and TADT (16 blocks of 48-pixel
+  windows joined by 3x3 convs): each block reaches one window further, so the
+  receptive field spans hundreds of pixels, effectively the whole image; the
+  default is ``GLOBAL_OVERLAP`` rounded up to the window (64 for SwinIR, 96 for
+  TADT), and the deviation this leaves is measured and documented
+  (benchmarks/bench_eval_memory.py ``--deviation``) rather than hidden.
+
+TADT's routing is decided once, on the whole (padded) LR image, by the TARC
+(``encoder.routing_for``), and then forced on every tile, so tiling never
+changes the path the network takes.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+from harness import protocol
+from upsamplers.coords import make_coord
+
+__all__ = ["output_size", "conv_receptive_radius", "default_tile_overlap", "extract_features",
+           "super_resolve", "super_resolve_routed", "bicubic_upscale", "EVAL_COLUMNS",
+           "evaluate_rows", "scale_text", "GLOBAL_OVERLAP"]
+
+#: Default overlap (LR pixels, before rounding up to the window) for extractors
+#: whose receptive field is effectively the whole image (see the module docstring).
+GLOBAL_OVERLAP = 64
+
+
+def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """Output size of an ``h x w`` image at ``scale``: each side rounded half up.
+
+    ``floor(n * s + 0.5)`` (with a 1e-9 tolerance so that 5 * 3.7 = 18.500000000000004
+    and 18.499999999999996 both give 19). At least 1 pixel per side.
+    """
+    s = float(scale)
+    if not s > 0 or not math.isfinite(s):
+        raise ValueError(f"scale must be a positive number, got {scale}")
+    return tuple(max(1, int(math.floor(n * s + 0.5 + 1e-9))) for n in (h, w))
+
+
+# ----------------------------------------------------------------------------- overlap
+
+def conv_receptive_radius(encoder: nn.Module) -> tuple[int, bool]:
+    """``(radius, local)``: sum of ``dilation * (k - 1) / 2`` over the encoder's convs,
+    and whether the encoder is free of global operations (adaptive pooling).
+
+    The TARC (``tarc.*``) is skipped: routing is decided once on the whole image.
+    """
+    radius, local = 0, True
+    for name, m in encoder.named_modules():
+        if name == "tarc" or name.startswith("tarc."):
+            continue
+        if isinstance(m, nn.Conv2d):
+            radius += max(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size))
+        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            local = False
+    return radius, local
+
+
+def _window(encoder: nn.Module) -> int:
+    ws = getattr(encoder, "window_size", None)
+    return int(ws) if ws else 1
+
+
+def _ceil_to(n: int, multiple: int) -> int:
+    return -(-int(n) // multiple) * multiple
+
+
+def default_tile_overlap(encoder: nn.Module) -> int:
+    """Overlap (LR pixels) added around each feature tile; see the module docstring."""
+    ws = _window(encoder)
+    if ws > 1:
+        return _ceil_to(GLOBAL_OVERLAP, ws)
+    radius, local = conv_receptive_radius(encoder)
+    return radius if local else min(radius, GLOBAL_OVERLAP)
+
+
+# ---------------------------------------------------------------------------- features
+
+def _routing_of(encoder: nn.Module, inp: torch.Tensor, scale) -> Any:
+    """TADT/Baseline: the routing of the whole image (``RoutingInfo``); else None."""
+    route = getattr(encoder, "routing_for", None)
+    return route(inp, scale) if callable(route) else None
+
+
+def _encode(encoder: nn.Module, x: torch.Tensor, scale, routing) -> torch.Tensor:
+    if routing is None:
+        return encoder(x, scale=scale)
+    return encoder(x, scale=scale, routing=routing.r)
+
+
+def extract_features(model: nn.Module, inp: torch.Tensor, scale, tile: int = 0,
+                     tile_overlap: Optional[int] = None, routing: Any = None) -> torch.Tensor:
+    """The encoder's map ``(B, C, h, w)`` of the normalised (already padded) ``inp``.
+
+    ``tile > 0`` runs the encoder on tiles (see the module docstring). ``routing``
+    (a ``RoutingInfo``) is forced on every call; when tiling a routed extractor
+    without one, the routing is decided on the whole ``inp`` first, so that no
+    tile routes on its own content.
+    """
+    encoder = model.encoder
+    h, w = inp.shape[-2:]
+    if tile <= 0 or (tile >= h and tile >= w):
+        return _encode(encoder, inp, scale, routing)
+    if routing is None:
+        routing = _routing_of(encoder, inp, scale)
+    ws = _window(encoder)
+    overlap = default_tile_overlap(encoder) if tile_overlap is None else int(tile_overlap)
+    if overlap < 0:
+        raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
+    tile, overlap = _ceil_to(tile, ws), _ceil_to(overlap, ws)
+    feat = None
+    for y0 in range(0, h, tile):
+        y1 = min(y0 + tile, h)
+        ey0, ey1 = max(0, y0 - overlap), min(h, y1 + overlap)
+        for x0 in range(0, w, tile):
+            x1 = min(x0 + tile, w)
+            ex0, ex1 = max(0, x0 - overlap), min(w, x1 + overlap)
+            f = _encode(encoder, inp[..., ey0:ey1, ex0:ex1], scale, routing)
+            if feat is None:
+                feat = f.new_empty(f.shape[0], f.shape[1], h, w)
+            feat[..., y0:y1, x0:x1] = f[..., y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
+            del f
+    return feat
+
+
+# ----------------------------------------------------------------------- super-resolve
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _check_lr(lr: torch.Tensor) -> None:
+    if not isinstance(lr, torch.Tensor) or lr.ndim != 3 or lr.shape[0] != 3:
+        shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
+        raise ValueError(f"expected an LR image tensor (3, h, w), got {shape}")
+    if lr.shape[1] < 1 or lr.shape[2] < 1:
+        raise ValueError(f"empty LR image {tuple(lr.shape)}")
+
+
+@torch.no_grad()
+def super_resolve_routed(model: nn.Module, lr: torch.Tensor, scale: float,
+                         out_shape: Optional[Sequence[int]] = None, chunk: int = 30000,
+                         tile: int = 0, tile_overlap: Optional[int] = None):
+    """:func:`super_resolve`, also returning the routing used (``RoutingInfo`` for
+    TADT/Baseline, else None)."""
+    _check_lr(lr)
+    s = float(scale)
+    if not s > 0 or not math.isfinite(s):
+        raise ValueError(f"scale must be a positive number, got {scale}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    h, w = int(lr.shape[1]), int(lr.shape[2])
+    H, W = output_size(h, w, s) if out_shape is None else (int(out_shape[0]), int(out_shape[1]))
+    if H < 1 or W < 1:
+        raise ValueError(f"bad output size {H}x{W}")
+    device = _device_of(model)
+
+    with _eval_mode(model):
+        inp = protocol.normalize(lr.to(device=device, dtype=torch.float32)).unsqueeze(0)
+        ws = getattr(model.encoder, "window_size", None)
+        if ws:
+            inp, _ = protocol.pad_to_multiple(inp, int(ws))
+        hp, wp = inp.shape[-2:]
+        routing = _routing_of(model.encoder, inp, s)
+        feat = model.prepare(extract_features(model, inp, s, tile, tile_overlap, routing))
+
+        # Query grid of the output, in the frame of the (padded) input.
+        ys = make_coord((H,), device=device)[:, 0]
+        xs = make_coord((W,), device=device)[:, 0]
+        if hp != h:
+            ys = (ys + 1) * (h / hp) - 1
+        if wp != w:
+            xs = (xs + 1) * (w / wp) - 1
+        cell = protocol.eval_cell(torch.tensor([2.0 / H * h / hp, 2.0 / W * w / wp], device=device), s)
+
+        out = torch.empty(3, H * W, dtype=torch.float32, device=device)
+        for i in range(0, H * W, chunk):
+            idx = torch.arange(i, min(i + chunk, H * W), device=device)
+            coord = torch.stack([ys[idx // W], xs[idx % W]], dim=-1).unsqueeze(0)
+            q_cell = cell.expand(1, idx.numel(), 2)
+            rgb = model.query_rgb(inp, feat, coord, q_cell)
+            out[:, i:i + idx.numel()] = rgb[0].t()
+            del rgb, coord
+        del feat
+        sr = protocol.denormalize(out.view(3, H, W)).clamp_(0, 1)
+    return sr.to(lr.device), routing
+
+
+def super_resolve(model: nn.Module, lr: torch.Tensor, scale: float,
+                  out_shape: Optional[Sequence[int]] = None, chunk: int = 30000,
+                  tile: int = 0, tile_overlap: Optional[int] = None) -> torch.Tensor:
+    """SR image ``(3, H, W)`` in [0, 1] (clamped, not rounded) of ``lr (3, h, w)`` in [0, 1].
+
+    ``out_shape`` defaults to :func:`output_size` ``(h, w, scale)``; ``scale`` is
+    what the model is told (and what the cell rule uses) either way. ``chunk``:
+    queries decoded at once. ``tile`` / ``tile_overlap``: feature tiling (0 = the
+    whole image at once; overlap None = :func:`default_tile_overlap`).
+    """
+    return super_resolve_routed(model, lr, scale, out_shape, chunk, tile, tile_overlap)[0]
+
+
+# -------------------------------------------------------------------------- bicubic floor
+
+def bicubic_upscale(lr: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
+    """The "Bicubic" row: MATLAB-bicubic upscaling of ``lr (3, h, w)`` to ``out_shape``, in [0, 1].
+
+    ``harness.bicubic.imresize`` (MATLAB's kernel and symmetric borders) on float
+    data with the output size given, so each axis is scaled by ``H / h``: the
+    same geometry as the models' query grid (HR pixel centres spread over the LR
+    extent), and at x2/x3/x4 exactly MATLAB's ``imresize(lr, s, 'bicubic')``,
+    the convention of the bicubic rows of SR papers. Like the models' outputs it
+    is clamped to [0, 1] and not rounded to 8 bits (PIL's bicubic would round:
+    it only resizes uint8 images).
+    """
+    from harness.bicubic import imresize
+
+    _check_lr(lr)
+    out = imresize(lr.detach().to(torch.float32), output_shape=(int(out_shape[0]), int(out_shape[1])))
+    return out.clamp_(0, 1)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+def scale_text(scale: float) -> str:
+    """How a scale is written in the CSV: ``2``, ``2.5``, ``3.7`` (10 significant digits)."""
+    return format(float(scale), ".10g")
+
+
+#: Columns of the per-image CSV written by ``python -m harness evaluate``.
+EVAL_COLUMNS = ("run", "dataset", "scale", "image", "psnr", "active_branches", "beta")
+
+
+def evaluate_rows(model: Optional[nn.Module], data_cfg, dataset: str, scales: Sequence[float],
+                  run: str, chunk: int = 30000, tile: int = 0, tile_overlap: Optional[int] = None,
+                  max_images: int = 0, on_image=None) -> Iterator[dict]:
+    """Per-image rows (:data:`EVAL_COLUMNS`) of ``model`` (None = bicubic) on ``dataset``.
+
+    Pairs come from ``harness.data.eval_pairs``; the PSNR is ``harness.metrics.psnr``
+    with ``y_channel = harness.data.is_benchmark(dataset)``. ``active_branches``
+    and ``beta`` are filled for scale-aware (routed) extractors only.
+    ``on_image(scale, name)`` is called after each image (progress).
+    """
+    from harness.data import eval_pairs, is_benchmark
+    from harness.metrics import psnr
+
+    y_channel = is_benchmark(dataset)
+    routed = model is not None and bool(getattr(model.encoder, "scale_aware", False))
+    for s in scales:
+        pairs = eval_pairs(data_cfg, dataset, s)
+        if max_images:
+            pairs = itertools.islice(pairs, max_images)
+        for name, lr, hr in pairs:
+            out_shape = tuple(hr.shape[-2:])
+            if model is None:
+                sr, info = bicubic_upscale(lr, out_shape), None
+            else:
+                sr, info = super_resolve_routed(model, lr, s, out_shape, chunk, tile, tile_overlap)
+            row = {"run": run, "dataset": dataset, "scale": scale_text(s), "image": name,
+                   "psnr": psnr(sr, hr, s, y_channel), "active_branches": "", "beta": ""}
+            if routed and info is not None:
+                row["active_branches"] = int(info.active[0])
+                if info.beta is not None:
+                    row["beta"] = f"{float(info.beta[0]):.6f}"
+            yield row
+            if on_image is not None:
+                on_image(s, name)
