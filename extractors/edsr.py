@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from extractors import EXTRACTORS
-from extractors.layers import MeanShift, check_no_upsampling, same_conv
+from extractors.layers import HeadBodyTrunk, check_no_upsampling, same_conv
 
 
 class ResBlock(nn.Module):
@@ -45,27 +45,13 @@ class ResBlock(nn.Module):
 
 
 @EXTRACTORS.register("edsr-baseline")
-class EDSRBaseline(nn.Module):
+class EDSRBaseline(HeadBodyTrunk):
     """EDSR(-baseline) encoder: ``(B, 3, H, W) -> (B, n_feats, H, W)``."""
-
-    scale_aware = False
-    window_size = None
 
     def __init__(self, n_resblocks: int = 16, n_feats: int = 64, res_scale: float = 1.0,
                  kernel_size: int = 3, rgb_range: float = 1.0, n_colors: int = 3,
                  no_upsampling: bool = True):
         super().__init__()
         check_no_upsampling(no_upsampling)
-        self.out_dim = n_feats
-        # Kept for checkpoint compatibility; never applied (see module docstring).
-        self.sub_mean = MeanShift(rgb_range, sign=-1)
-        self.add_mean = MeanShift(rgb_range, sign=1)
-        self.head = nn.Sequential(same_conv(n_colors, n_feats, kernel_size))
-        self.body = nn.Sequential(
-            *[ResBlock(n_feats, kernel_size, res_scale) for _ in range(n_resblocks)],
-            same_conv(n_feats, n_feats, kernel_size),
-        )
-
-    def forward(self, x: torch.Tensor, scale=None) -> torch.Tensor:
-        x = self.head(x)
-        return self.body(x) + x
+        self._build_trunk([ResBlock(n_feats, kernel_size, res_scale) for _ in range(n_resblocks)],
+                          n_feats, kernel_size, rgb_range, n_colors)

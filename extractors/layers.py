@@ -39,6 +39,31 @@ class MeanShift(nn.Conv2d):
         self.requires_grad_(False)
 
 
+class HeadBodyTrunk(nn.Module):
+    """The EDSR/RCAN no-upsampling trunk: head conv, body (blocks + conv), global skip.
+
+    Subclasses build their blocks and call ``_build_trunk``; registration order
+    (``sub_mean``, ``add_mean``, ``head``, ``body``) gives the reference's
+    state-dict key order. The mean-shift layers are kept for checkpoint
+    compatibility only and never applied (see :class:`MeanShift`).
+    """
+
+    scale_aware = False
+    window_size = None
+
+    def _build_trunk(self, blocks, n_feats: int, kernel_size: int, rgb_range: float,
+                     n_colors: int) -> None:
+        self.out_dim = n_feats
+        self.sub_mean = MeanShift(rgb_range, sign=-1)
+        self.add_mean = MeanShift(rgb_range, sign=1)
+        self.head = nn.Sequential(same_conv(n_colors, n_feats, kernel_size))
+        self.body = nn.Sequential(*blocks, same_conv(n_feats, n_feats, kernel_size))
+
+    def forward(self, x: torch.Tensor, scale=None) -> torch.Tensor:
+        x = self.head(x)
+        return self.body(x) + x
+
+
 def check_no_upsampling(no_upsampling: bool) -> None:
     """Accept the ``no_upsampling`` argument of released LIIF/LTE encoder specs.
 
