@@ -1,0 +1,282 @@
+"""Peak memory and time of ``harness.evaluate.super_resolve`` on a DIV2K-sized image, per extractor.
+
+Each case (extractor with LIIF, paper widths, random weights: speed and memory
+do not depend on training) runs in its own subprocess on the CPU, on a random LR
+image of a 2040 x 1356 HR image (LR 1020 x 678 at x2, 68 x 45 at x30; the HR
+grid of x30 is round(45 * 30) = 1350 rows, as the protocol crops it). The child
+reports its peak resident set (``VmHWM`` from /proc/self/status, the kernel's
+high-water mark of the whole process: torch's allocator, MKL/oneDNN buffers and
+the Python heap alike; tracemalloc would miss torch's memory) and the seconds of
+``super_resolve`` alone (model construction excluded).
+
+  python benchmarks/bench_eval_memory.py                 # every extractor at x2 and x30
+  python benchmarks/bench_eval_memory.py --quick         # edsr-baseline and swinir only
+  python benchmarks/bench_eval_memory.py --extractors rdn --scales 2 --tile rdn=256
+  python benchmarks/bench_eval_memory.py --deviation     # tiled vs untiled features
+
+Tiles: ``TILES`` below holds the LR tile size each extractor needs at x2 to stay
+under ``--limit-gb`` (4 GB); ``--tile EXT=N`` overrides it (0 = untiled). At x30
+the LR image is 68 x 45 and nothing is tiled. On 2 shared CPU cores a full run
+takes about an hour (the large extractors at x2 take minutes each, and the LIIF
+decoder alone decodes 2.8 M queries per case): ``--quick`` runs the two cases
+the README's table needs first.
+
+``--deviation`` measures, on a random LR image (``--dev-size``, default 240 x 336)
+at paper widths, the largest absolute difference between tiled (``--dev-tile``,
+default 128; the default overlap, and each of ``--overlaps``) and untiled encoder
+features, and the PSNR of the tiled SR output against the untiled one at x2 --
+the accuracy cost of tiling, reported, not assumed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXTRACTORS = ("edsr-baseline", "rdn", "rcan", "swinir", "baseline", "tadt")
+HR_SHAPE = (1356, 2040)  # DIV2K's typical 2040 x 1356 (width x height)
+
+#: LR tile size at x2 (0 = untiled) chosen to stay under 4 GB peak RSS on the CPU.
+TILES = {"edsr-baseline": 0, "rdn": 256, "rcan": 0, "swinir": 256, "baseline": 192, "tadt": 192}
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def lr_shape(scale: float) -> tuple[int, int]:
+    import math
+
+    return tuple(math.floor(n / scale + 1e-9) for n in HR_SHAPE)
+
+
+def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, seed: int = 0,
+             features_only: bool = False) -> dict:
+    """One measurement, in this process (called in a fresh subprocess by ``main``)."""
+    import torch
+
+    from harness import protocol
+    from harness.evaluate import default_tile_overlap, extract_features, output_size, super_resolve
+    from upsamplers import create_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = create_model("liif", extractor).eval()
+    h, w = lr_shape(scale)
+    lr = torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
+    out_shape = output_size(h, w, scale)
+    rss_before = _status_kib("VmRSS")
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    if features_only:  # the encoder pass alone, as super_resolve runs it
+        with torch.no_grad():
+            inp = protocol.normalize(lr).unsqueeze(0)
+            ws = getattr(model.encoder, "window_size", None)
+            if ws:
+                inp, _ = protocol.pad_to_multiple(inp, ws)
+            route = getattr(model.encoder, "routing_for", None)
+            extract_features(model, inp, scale, tile=tile, routing=route(inp, scale) if route else None)
+    else:
+        sr = super_resolve(model, lr, scale, out_shape=out_shape, chunk=chunk, tile=tile)
+        assert sr.shape == (3, *out_shape) and bool(torch.isfinite(sr).all())
+    seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - cpu0
+    return {"extractor": extractor, "features_only": features_only, "cpu_seconds": cpu_seconds, "scale": scale, "lr": f"{w}x{h}", "hr": f"{out_shape[1]}x{out_shape[0]}",
+            "tile": tile, "overlap": default_tile_overlap(model.encoder) if tile else 0,
+            "seconds": seconds, "rss_before_mib": rss_before / 1024, "peak_mib": _status_kib("VmHWM") / 1024,
+            "threads": threads}
+
+
+def stress_init(model, seed: int = 0) -> None:
+    """Re-draw the weights at the scale of trained networks rather than of a fresh one.
+
+    Fresh transformers (trunc-normal std 0.02 linears, zero-ish bias tables) have weak
+    residual branches and near-uniform attention, so information hardly travels and
+    tiling looks free. Here every linear layer gets N(0, 1/fan_in) (variance
+    preserving), every relative-position bias table N(0, 1) (peaked, position-
+    dependent attention), every conv N(0, 1/fan_in): a pessimistic stand-in for
+    trained weights, which this project does not have at paper widths.
+    """
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.encoder.named_parameters():
+            if name.startswith("tarc."):
+                continue
+            if "relative_position_bias_table" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+        for m in model.encoder.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / fan_in ** 0.5)
+
+
+def deviation(extractor: str, tile: int, threads: int, size=(240, 336), overlaps=(), sr: bool = True,
+              seed: int = 0, init: str = "default") -> dict:
+    """Tiled vs untiled encoder features (max / mean |diff|) at the default overlap and at
+    each of ``overlaps``, and the PSNR of the tiled SR output against the untiled one at x2."""
+    import torch
+
+    from harness import protocol
+    from harness.evaluate import default_tile_overlap, extract_features, super_resolve
+    from harness.metrics import psnr
+    from upsamplers import create_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = create_model("liif", extractor).eval()
+    if init == "stress":
+        stress_init(model, seed)
+    lr = torch.rand(3, *size, generator=torch.Generator().manual_seed(seed))
+    default = default_tile_overlap(model.encoder)
+    out = {"extractor": extractor, "lr": f"{size[1]}x{size[0]}", "tile": tile, "overlap": default,
+           "init": init, "by_overlap": {}}
+    with torch.no_grad():
+        inp = protocol.normalize(lr).unsqueeze(0)
+        ws = getattr(model.encoder, "window_size", None)
+        if ws:
+            inp, _ = protocol.pad_to_multiple(inp, ws)
+        route = getattr(model.encoder, "routing_for", None)
+        routing = route(inp, 2.0) if route else None
+        t0 = time.perf_counter()
+        full = extract_features(model, inp, 2.0, routing=routing)
+        out["seconds_untiled"] = time.perf_counter() - t0
+        out["feat_abs_mean"] = float(full.abs().mean())
+        for ov in [default, *[o for o in overlaps if o != default]]:
+            t0 = time.perf_counter()
+            tiled = extract_features(model, inp, 2.0, tile=tile, tile_overlap=ov, routing=routing)
+            diff = (full - tiled).abs()
+            out["by_overlap"][str(ov)] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+                                          "seconds_tiled": time.perf_counter() - t0}
+            del tiled, diff
+        del full
+    if sr:
+        sr_full = super_resolve(model, lr, 2.0)
+        sr_tiled = super_resolve(model, lr, 2.0, tile=tile)
+        out["sr_max_abs_diff"] = float((sr_full - sr_tiled).abs().max())
+        out["psnr_tiled_vs_untiled"] = psnr(sr_tiled, sr_full, 2.0, y_channel=False)
+    return out
+
+
+def _child(args: list[str], timeout: float) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="edsr-baseline and swinir only")
+    p.add_argument("--extractors", default=",".join(EXTRACTORS))
+    p.add_argument("--scales", default="2,30")
+    p.add_argument("--tile", action="append", default=[], metavar="EXT=N", help="override TILES")
+    p.add_argument("--chunk", type=int, default=30000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit-gb", type=float, default=4.0)
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per case")
+    p.add_argument("--deviation", action="store_true", help="measure tiled vs untiled deviation instead")
+    p.add_argument("--features-only", action="store_true",
+                   help="time and memory of the extractor pass alone (to choose tiles)")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON lines")
+    p.add_argument("--case", nargs=3, metavar=("EXT", "SCALE", "TILE"), help=argparse.SUPPRESS)
+    p.add_argument("--dev-case", nargs=2, metavar=("EXT", "TILE"), help=argparse.SUPPRESS)
+    p.add_argument("--dev-size", default="240x336", metavar="HxW", help="LR size of --deviation")
+    p.add_argument("--dev-tile", type=int, default=128, help="tile size of --deviation")
+    p.add_argument("--overlaps", default="", metavar="N,N", help="--deviation: further overlaps to try")
+    p.add_argument("--no-sr", action="store_true", help="--deviation: features only, no SR comparison")
+    p.add_argument("--init", choices=["default", "stress"], default="default",
+                   help="--deviation: fresh weights, or trained-scale weights (see stress_init)")
+    a = p.parse_args(argv)
+
+    if a.case:  # child process
+        print(json.dumps(run_case(a.case[0], float(a.case[1]), int(a.case[2]), a.chunk, a.threads,
+                                  features_only=a.features_only)))
+        return 0
+    if a.dev_case:
+        h, w = (int(v) for v in a.dev_size.lower().split("x"))
+        overlaps = [int(o) for o in a.overlaps.split(",") if o]
+        print(json.dumps(deviation(a.dev_case[0], int(a.dev_case[1]), a.threads, (h, w), overlaps,
+                                   sr=not a.no_sr, init=a.init)))
+        return 0
+
+    tiles = dict(TILES)
+    for item in a.tile:
+        ext, _, n = item.partition("=")
+        tiles[ext] = int(n)
+    exts = ["edsr-baseline", "swinir"] if a.quick else [e for e in a.extractors.split(",") if e]
+    scales = [float(s) for s in a.scales.split(",") if s]
+    rows = []
+    out = open(a.json, "a") if a.json else None
+    if a.deviation:
+        print(f"tiled vs untiled, LR {a.dev_size}, tile {a.dev_tile}, x2, CPU {a.threads} threads, "
+              f"random weights ({a.init} init)", flush=True)
+        print(f"{'extractor':14} {'overlap':>7} {'max|dF|':>10} {'mean|dF|':>10} {'mean|F|':>8} "
+              f"{'t_untiled':>9} {'t_tiled':>8} {'max|dSR|':>10} {'PSNR dB':>8}", flush=True)
+        for ext in exts:
+            args = ["--dev-case", ext, str(a.dev_tile), "--threads", str(a.threads), "--dev-size", a.dev_size,
+                    "--overlaps", a.overlaps, "--init", a.init] + (["--no-sr"] if a.no_sr else [])
+            r = _child(args, a.timeout)
+            r.setdefault("extractor", ext)
+            rows.append(r)
+            if out:
+                out.write(json.dumps(r) + "\n")
+                out.flush()
+            if "error" in r:
+                print(f"{ext:14} error: {r['error']}", flush=True)
+                continue
+            for i, (ov, d) in enumerate(r["by_overlap"].items()):
+                tail = ""
+                if i == 0 and "psnr_tiled_vs_untiled" in r:
+                    tail = f" {r['sr_max_abs_diff']:10.2e} {r['psnr_tiled_vs_untiled']:8.2f}"
+                print(f"{ext:14} {int(ov):7d} {d['max_abs_diff']:10.2e} {d['mean_abs_diff']:10.2e} "
+                      f"{r['feat_abs_mean']:8.3f} {r['seconds_untiled']:9.1f} {d['seconds_tiled']:8.1f}{tail}",
+                      flush=True)
+        return 0
+
+    print(f"CPU, {a.threads} threads, LIIF, paper widths, random weights; HR {HR_SHAPE[1]}x{HR_SHAPE[0]}; "
+          f"chunk {a.chunk}; limit {a.limit_gb:g} GB{'; extractor pass only' if a.features_only else ''}",
+          flush=True)
+    print(f"{'extractor':14} {'scale':>5} {'LR':>9} {'tile':>5} {'overlap':>7} {'s/image':>8} {'cpu s':>8} "
+          f"{'peak MiB':>9} {'<limit':>6}", flush=True)
+    worst = 0.0
+    for ext in exts:
+        for s in scales:
+            tile = tiles.get(ext, 0) if s <= 4 else 0
+            r = _child(["--case", ext, f"{s:g}", str(tile), "--chunk", str(a.chunk),
+                        "--threads", str(a.threads)] + (["--features-only"] if a.features_only else []),
+                       a.timeout)
+            r.setdefault("extractor", ext)
+            r.setdefault("scale", s)
+            rows.append(r)
+            if out:
+                out.write(json.dumps(r) + "\n")
+                out.flush()
+            if "error" in r:
+                print(f"{ext:14} {s:5g} error: {r['error']}", flush=True)
+                continue
+            ok = r["peak_mib"] < a.limit_gb * 1024
+            worst = max(worst, r["peak_mib"])
+            print(f"{ext:14} {s:5g} {r['lr']:>9} {r['tile']:5d} {r['overlap']:7d} {r['seconds']:8.1f} "
+                  f"{r.get('cpu_seconds', float('nan')):8.1f} {r['peak_mib']:9.0f} {'yes' if ok else 'NO':>6}",
+                  flush=True)
+    if out:
+        out.close()
+    return 0 if worst < a.limit_gb * 1024 and not any("error" in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
