@@ -88,17 +88,20 @@ def _pairs(cfg: dict) -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------- inputs
 
+def _read_checked_csv(path: str | Path, what: str, columns: Iterable[str]) -> pd.DataFrame:
+    """Read a CSV the workflow wrote; one clear error if it is missing or lacks a column."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{what} {path} does not exist")
+    df = pd.read_csv(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise HarnessError(f"{what} {path} lacks column(s) {', '.join(missing)}")
+    return df
+
+
 def read_evals(paths: Iterable[str | Path]) -> pd.DataFrame:
-    frames = []
-    for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise HarnessError(f"evaluation CSV {p} does not exist")
-        df = pd.read_csv(p)
-        missing = [c for c in EVAL_COLUMNS if c not in df.columns]
-        if missing:
-            raise HarnessError(f"evaluation CSV {p} lacks column(s) {', '.join(missing)}")
-        frames.append(df)
+    frames = [_read_checked_csv(p, "evaluation CSV", EVAL_COLUMNS) for p in paths]
     if not frames:
         return pd.DataFrame(columns=list(EVAL_COLUMNS))
     out = pd.concat(frames, ignore_index=True)
@@ -112,13 +115,7 @@ def read_flops(named: Mapping[str, str | Path]) -> pd.DataFrame:
     """``{name: csv}`` -> one frame with a ``name`` column (extractor or TADT run)."""
     frames = []
     for name, p in named.items():
-        p = Path(p)
-        if not p.is_file():
-            raise HarnessError(f"FLOPs CSV {p} ({name}) does not exist")
-        df = pd.read_csv(p)
-        missing = [c for c in FLOPS_COLUMNS if c not in df.columns]
-        if missing:
-            raise HarnessError(f"FLOPs CSV {p} lacks column(s) {', '.join(missing)}")
+        df = _read_checked_csv(p, f"FLOPs CSV ({name})", FLOPS_COLUMNS)
         df.insert(0, "name", name)
         frames.append(df)
     if not frames:
