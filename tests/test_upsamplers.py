@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upsamplers import UPSAMPLERS, create_model, upsampler_names
-from upsamplers.base import area_weights, scale_from_cell
+from upsamplers.base import area_weights, ensemble_query, scale_from_cell
 from upsamplers.coords import make_coord, make_cell
 from upsamplers.lte import LTEFeatures
 from upsamplers.metasr import meta_positions
@@ -156,6 +156,10 @@ def test_gen_feat_is_returned_not_stored(name):
         torch.testing.assert_close(model.query_rgb(b, fb, coord, cell), model(b, coord, cell))
     if name == "lte":
         assert isinstance(fa, LTEFeatures) and fa.coef.shape == (1, 256, 5, 6)
+    elif name == "liif":  # the first Linear's feature part on each LR pixel
+        assert fa.shape == (1, 256, 5, 6)
+    elif name == "metasr":  # without autograd: the last Linear folded into the map
+        assert fa.proj.shape == (1, 3 * 256, 5, 6) and fa.bias.shape == (1, 3, 5, 6)
     else:
         assert fa.shape == (1, 64, 5, 6)
 
@@ -260,6 +264,40 @@ def test_liif_constant_features_give_constant_output():
     torch.testing.assert_close(out[0], expected.expand(13 * 17, 3), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("feat_unfold,cell_decode,hidden", [
+    (True, True, [16, 16]), (False, True, [8]), (True, False, []), (False, False, [8, 8])])
+def test_liif_first_layer_per_pixel_equals_reference_form(feat_unfold, cell_decode, hidden):
+    # The reference builds cat([unfolded feature, rel_coord, rel_cell]) per query
+    # and corner and runs the whole MLP on it; ours runs the first Linear's feature
+    # part as a convolution on the LR grid. Same function, same weights.
+    torch.manual_seed(11)
+    c, h, w = 5, 7, 9
+    feat = torch.randn(2, c, h, w)
+    model = build("liif", encoder=FixedEncoder(feat[0]), hidden_list=hidden,
+                  feat_unfold=feat_unfold, cell_decode=cell_decode)
+    with torch.no_grad():
+        for p in model.imnet.parameters():
+            p.normal_()
+    coord, cell = grid_queries(2, 23, 31)
+    coord = coord + 0.01 * torch.randn_like(coord)  # off-centre queries, some past the border
+    unfolded = F.unfold(feat, 3, padding=1).view(2, 9 * c, h, w) if feat_unfold else feat
+    rel_cell = cell * torch.tensor([h, w])
+
+    def reference_corner(shifted, rel_coord):
+        q = F.grid_sample(unfolded, shifted.flip(-1).unsqueeze(1), mode="nearest",
+                          align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+        parts = [q, rel_coord] + ([rel_cell] if cell_decode else [])
+        return model.imnet(torch.cat(parts, dim=-1))
+
+    expected = ensemble_query(coord, h, w, True, reference_corner)
+    with torch.no_grad():
+        got = model.query_rgb(None, model.prepare(feat), coord, cell)
+    assert got.shape == (2, 23 * 31, 3)
+    torch.testing.assert_close(got, expected.detach(), atol=1e-4, rtol=1e-5)
+    # and the scale of the outputs makes that tolerance meaningful
+    assert expected.abs().mean() > 1.0
+
+
 # -- LTE ------------------------------------------------------------------------
 def test_lte_basis_by_hand():
     # hidden_dim 4: two frequency pairs (f0, f1) and (f2, f3) multiply (dy, dx).
@@ -362,3 +400,27 @@ def test_end_to_end_with_edsr_baseline(name):
     assert out.shape == (1, 500, 3) and torch.isfinite(out).all()
     with torch.no_grad():
         torch.testing.assert_close(out, model(inp, coord, cell), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("hidden", [[16], [8, 8], []])
+def test_metasr_inference_form_equals_per_query_form(hidden):
+    # Without autograd, prepare() folds the weight MLP's last Linear into the
+    # feature map; with autograd the per-query form of the reference runs.
+    torch.manual_seed(12)
+    c, h, w = 4, 6, 7
+    feat = torch.randn(2, c, h, w)
+    model = build("metasr", encoder=FixedEncoder(feat[0]), hidden_list=hidden)
+    with torch.no_grad():
+        for p in model.imnet.parameters():
+            p.normal_()
+    coord, cell = grid_queries(2, 17, 19)
+    per_query = model.query_rgb(None, model.prepare(feat), coord, cell)  # autograd on
+    assert isinstance(model.prepare(feat), torch.Tensor)
+    with torch.no_grad():
+        prepared = model.prepare(feat)
+        assert prepared.proj.shape == (2, 3 * (hidden[-1] if hidden else 3), h, w)
+        folded = model.query_rgb(None, prepared, coord, cell)
+        chunked = model.predict(torch.zeros(2, 3, h, w), coord, cell, chunk=50)
+    assert per_query.abs().mean() > 1.0
+    torch.testing.assert_close(folded, per_query.detach(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(chunked[:1], per_query.detach()[:1], atol=1e-4, rtol=1e-5)

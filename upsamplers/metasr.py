@@ -11,12 +11,29 @@ inside that LR pixel, in LR pixels (in [0, 1)), and ``1 / s = cell_y * h / 2``
 3x3-unfolded feature vector of the LR pixel times that matrix. No local
 ensemble, no skip. Reference configuration: 445,120 parameters. State-dict
 keys: ``encoder.*``, ``imnet.layers.<i>.*``.
+
+Inference reorders the last product
+-----------------------------------
+With ``g`` the weight MLP's last hidden vector, ``A, b`` its last Linear, and
+``u`` the unfolded feature, the output is ``rgb_j = sum_i u_i (A g + b)_{i,j}
+= sum_k g_k (sum_i u_i A_{(i,j),k}) + sum_i u_i b_{(i,j)}``. The brackets are a
+3x3 convolution of the feature map (``3 * (hidden + 1)`` output channels), so
+without autograd :meth:`MetaSR.prepare` computes them once per LR pixel
+(:class:`MetaSRFeatures`) and a query costs the small MLP up to ``g`` plus a
+``3 x hidden`` product, instead of the ``hidden x 9C*3`` layer and the ``9C x
+3`` product per HR pixel: the embedded evaluation decodes ~4x faster. Same
+function and weights (sums in another order, ~1e-6; tests/test_upsamplers.py);
+training (autograd on) keeps the per-query form, which is cheaper when queries
+are few (2304 per 48x48 patch). The map holds ``3 * (hidden + 1)`` channels
+per LR pixel, 1.3x the 576-channel unfolded map the per-query form builds at
+the paper's widths.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from upsamplers import UPSAMPLERS
 from upsamplers.base import CLAMP, EPS_SHIFT, ArbitraryScaleUpsampler, feature_grid, sample_nearest
@@ -43,16 +60,39 @@ def meta_positions(coord: torch.Tensor, cell: torch.Tensor, h: int, w: int
     return read_at, torch.cat([offset, inv_scale], dim=-1)
 
 
+class MetaSRFeatures(NamedTuple):
+    """What :meth:`MetaSR.prepare` returns without autograd: the reordered last product."""
+
+    proj: torch.Tensor  # (B, 3 * hidden, h, w): sum_i u_i A_{(i,j),k} at channel j * hidden + k
+    bias: torch.Tensor  # (B, 3, h, w): sum_i u_i b_{(i,j)}
+
+
 @UPSAMPLERS.register("metasr")
 class MetaSR(ArbitraryScaleUpsampler):
     def __init__(self, encoder, hidden_list: Sequence[int] = (256,)):
         super().__init__(encoder)
         self.imnet = MLP(3, encoder.out_dim * 9 * 3, list(hidden_list))
 
+    def prepare(self, feat: torch.Tensor):
+        """Without autograd, the last Linear folded into the feature map (see the module doc)."""
+        if torch.is_grad_enabled():
+            return feat
+        last = self.imnet.layers[-1]
+        c, hidden = feat.shape[1], last.in_features
+        # weight row (c * 9 + k) * 3 + j  ->  conv output j * hidden + k', input c, tap k
+        w = last.weight.view(c, 9, 3, hidden).permute(2, 3, 0, 1).reshape(3 * hidden, c, 3, 3)
+        b = last.bias.view(c, 9, 3).permute(2, 0, 1).reshape(3, c, 3, 3)
+        out = F.conv2d(feat, torch.cat([w, b]), padding=1)
+        return MetaSRFeatures(out[:, :3 * hidden], out[:, 3 * hidden:])
+
     def query_rgb(self, inp, feat, coord, cell):
-        h, w = feat.shape[-2:]
-        feat = unfold3x3(feat)
+        h, w = feat[0].shape[-2:] if isinstance(feat, MetaSRFeatures) else feat.shape[-2:]
         read_at, meta_in = meta_positions(coord, cell, h, w)
+        if isinstance(feat, MetaSRFeatures):
+            g = self.imnet.layers[:-1](meta_in)  # (B, Q, hidden)
+            proj = sample_nearest(feat.proj, read_at).unflatten(-1, (3, g.shape[-1]))
+            return (proj * g.unsqueeze(-2)).sum(-1) + sample_nearest(feat.bias, read_at)
+        feat = unfold3x3(feat)
         q_feat = sample_nearest(feat, read_at)  # (B, Q, 9C)
         weights = self.imnet(meta_in).unflatten(-1, (feat.shape[1], 3))  # (B, Q, 9C, 3)
         return torch.matmul(q_feat.unsqueeze(-2), weights).squeeze(-2)
