@@ -35,18 +35,31 @@ Choosing the overlap (``default_tile_overlap``):
   input within the sum of the radii of all its convolutions (an upper bound for
   any residual / dense wiring, and exact for these two because their longest
   path runs through every conv). An overlap of that radius makes tiled features
-  equal to untiled ones up to float summation order (< 1e-5). Paper widths:
-  EDSR-baseline 34, RDN 131 LR pixels.
+  equal to untiled ones up to float summation order; two pixels less and the
+  tile borders show (tests/test_evaluate.py). Paper widths: EDSR-baseline 34,
+  RDN 131 LR pixels.
 - RCAN: 412 pixels of convolutions, and every channel-attention layer averages
-  over the whole image, so no overlap is exact; the default overlap is capped
-  at ``GLOBAL_OVERLAP``. RCAN's activations are 64 channels wide and it
-  stays well under 4 GB untiled even at x2 on DIV2K, so it never needs tiles.
-- SwinIR (36 shifted-window blocks), Baseline and TADT (16 blocks of 48-pixel
-  windows joined by 3x3 convs): each block reaches one window further, so the
-  receptive field spans hundreds of pixels, effectively the whole image; the
-  default is ``GLOBAL_OVERLAP`` rounded up to the window (64 for SwinIR, 96 for
-  TADT), and the deviation this leaves is measured and documented
-  (benchmarks/bench_eval_memory.py ``--deviation``) rather than hidden.
+  over the whole image, so no overlap is exact; the default is capped at
+  ``GLOBAL_OVERLAP`` (64). RCAN's activations are 64 channels wide: untiled it
+  needs ~1.7 KiB per LR pixel, under 4 GB even at x2 on DIV2K, so it never
+  needs tiles.
+- SwinIR: 36 blocks of 8-pixel windows, alternately shifted, each reaching up to
+  7 pixels further: ~260 pixels, effectively the whole image. Baseline / TADT:
+  attention stays inside aligned windows (4/8/16/48, no shift), and each of the
+  8 groups' 3x3 convs carries information one pixel into the next 48-window,
+  which the next group spreads over that window: ~8 windows (~400 pixels).
+  Exactness would need overlaps that make tiles nearly as large as the image,
+  so the default is ``GLOBAL_OVERLAP`` rounded up to the window (SwinIR 64,
+  TADT/Baseline 96), and the deviation it leaves is measured
+  (``benchmarks/bench_eval_memory.py --deviation``, paper widths, random LR):
+  max |tiled - untiled| of the features, fresh weights / "stress" weights
+  (variance-preserving linears, N(0, 1) position-bias tables: a pessimistic
+  stand-in for trained weights):
+  SwinIR (tile 128 on 240x336): overlap 32: 7.8e-7 / 1.3e-4; 64: 8.3e-7 / 3.2e-6;
+  128: 6.0e-7 / 1.9e-6. TADT (tile 96 on 288x432): 48: 1.7e-4; 96: 3.3e-6;
+  192: 2.9e-6. Baseline: 96: 3.2e-6. RCAN (tile 128): 64: 1.4e-3; 128: 5.7e-4.
+  At the defaults the deviation is at the float noise floor (~2e-6: convs of
+  another size sum in another order) and the SR outputs differ by < 1e-7.
 
 TADT's routing is decided once, on the whole (padded) LR image, by the TARC
 (``encoder.routing_for``), and then forced on every tile, so tiling never
