@@ -108,10 +108,11 @@ def _check_semantics(cfg: dict) -> None:
     train = cfg["train"]
     if train["scale_max"] < train["scale_min"]:
         raise HarnessError("bad config value at train/scale_max: must be >= train/scale_min")
+    extractors = sorted({_split(run, cfg)[0] for run in run_names(cfg)})
     for name in list(train.get("overrides", {})):
-        if name not in run_names(cfg):
-            raise HarnessError(f"bad config value at train/overrides/{name}: no such run "
-                               f"(runs: {', '.join(run_names(cfg))})")
+        if name not in run_names(cfg) and name not in extractors:
+            raise HarnessError(f"bad config value at train/overrides/{name}: no such run or extractor "
+                               f"(runs: {', '.join(run_names(cfg))}; extractors: {', '.join(extractors)})")
 
 
 def load_config(*sources: str | Path | Mapping[str, Any], with_default: bool | None = None) -> dict:
@@ -212,7 +213,9 @@ def run_spec(cfg: dict, name: str) -> RunSpec:
         ext_args = {**ext_args, **arg_over}
         if lam_over is not None:
             lam = lam_over
-    train.update(cfg["train"].get("overrides", {}).get(name, {}))
+    overrides = cfg["train"].get("overrides", {})
+    train.update(overrides.get(ext, {}))   # every run of the extractor
+    train.update(overrides.get(name, {}))  # this run
     return RunSpec(name=name, extractor=ext, upsampler=up, extractor_args=ext_args,
                    upsampler_args=dict(cfg["upsamplers"].get(up) or {}), train=train, lam=lam,
                    alpha=list(cfg["tadt"]["alpha"]), init_from=init_from)

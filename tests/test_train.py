@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from harness.checkpoint import load_checkpoint, load_model
-from harness.cli import main
+from harness.cli import HarnessError, main
 from harness.config import load_config, run_spec
 from harness.train import (DistInfo, build_model, expected_lr, global_batch, local_batch,
                            partial_path, seed_everything, train_run)
@@ -404,3 +404,22 @@ def test_clear_errors_and_no_output(workdir, baseline_ckpt, capsys):
 
     assert not out.exists() and not partial_path(out).exists()
     assert not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_schedule_overrides_by_extractor_then_by_run(workdir):
+    over = {"swinir": {"lr": 2e-3}, "swinir-lte": {"lr": 1e-4},
+            "tadt": {"iterations": 7}}
+    cfg_path = make_cfg(workdir, "over", overrides=over)
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["tadt"]["finetune"] = {"iterations": 5, "lr": 3e-4}
+    cfg_path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(cfg_path)
+    assert run_spec(cfg, "swinir-liif").train["lr"] == 2e-3      # the extractor's entry
+    assert run_spec(cfg, "swinir-lte").train["lr"] == 1e-4       # the run's own entry wins
+    assert run_spec(cfg, "edsr-baseline-liif").train["lr"] == 1e-3
+    tadt = run_spec(cfg, "tadt-liif-nolbeta").train              # finetune, then the tadt entry
+    assert (tadt["iterations"], tadt["lr"]) == (7, 3e-4)
+    raw["train"]["overrides"] = {"swinr": {"lr": 1e-3}}
+    cfg_path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(HarnessError, match="train/overrides/swinr: no such run or extractor"):
+        load_config(cfg_path)
