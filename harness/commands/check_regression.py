@@ -12,31 +12,82 @@ naming every cell that moved (table, row, column, old, new, delta), when
 A cell that appears or disappears also fails. --write-baseline writes the
 baseline from the current tables instead (once, from a real embedded run).
 
-Why a tolerance at all: the embedded run is deterministic for a fixed seed on
-one machine and thread count, but CPU float sums are not associative; a
-different thread count (or BLAS build) changes the order of reductions in
-convolutions and matrix products, which moves weights by ~1e-7 relative per
-step; over the embedded schedule this shows up as a few 1e-3 dB of PSNR, and
-it can flip a TADT routing decision whose probability sits at 0.5, which
-moves that image's GFLOPs by one branch's share. The defaults (0.02 dB, 1%)
-sit above that noise and far below any real change to a model, the protocol
-or the FLOPs counter (tenths of a dB, whole branches on every image).
+Which tolerance. The embedded run is deterministic for a fixed seed on one
+machine: a second run of a fresh clone, and the test suite's own retraining
+(tests/test_regression.py), give the same numbers to the last digit. It is
+not deterministic ACROSS machines: CPU float sums are not associative, and a
+different kernel (another CPU, torch build or thread count) changes the last
+bits of each step, which a few hundred steps of training at a high learning
+rate amplify (measured: EDSR-LIIF trained with 2 threads instead of 1 moves
+its x2 PSNR by -0.34 dB, x4 by -0.14 dB). The baseline records the machine it
+was made on (torch version, CPU capability, CPU model); on that machine the
+tight tolerances apply (--tolerance-db 0.02 dB, --tolerance-gflops-rel 1%),
+elsewhere the cross-machine ones (--other-machine-db 1.0 dB,
+--other-machine-gflops-rel 15%: trained TADT routings may flip a branch),
+which still catch what breaks a pipeline (a protocol or model error costs
+several dB) but not a small drift, and say so.
 """
 
 DEFAULT_TOL_DB = 0.02
 DEFAULT_TOL_GFLOPS_REL = 0.01
+OTHER_MACHINE_TOL_DB = 1.0
+OTHER_MACHINE_TOL_GFLOPS_REL = 0.15
+
+
+def machine_signature() -> str:
+    """What decides the embedded run's last bits: torch build, CPU kernels, CPU model."""
+    import platform
+    from pathlib import Path
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"torch {torch.__version__}; cpu {torch.backends.cpu.get_cpu_capability()}; {model}"
+
+
+def baseline_machine(path) -> str | None:
+    """The ``# machine:`` line of a baseline file (None for a baseline without one)."""
+    from pathlib import Path
+
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("# machine:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def tolerances(path, tol_db: float, tol_rel: float, other_db: float = OTHER_MACHINE_TOL_DB,
+               other_rel: float = OTHER_MACHINE_TOL_GFLOPS_REL) -> tuple[float, float, str | None]:
+    """``(tol_db, tol_rel, note)``: the tight tolerances on the baseline's machine, else the
+    cross-machine ones and a note saying why."""
+    recorded, here = baseline_machine(path), machine_signature()
+    if recorded == here:
+        return tol_db, tol_rel, None
+    return (max(tol_db, other_db), max(tol_rel, other_rel),
+            f"the baseline was made on another machine ({recorded or 'not recorded'}; this one: "
+            f"{here}): training is not bit-reproducible across machines, so the cross-machine "
+            f"tolerances apply ({max(tol_db, other_db)} dB, {max(tol_rel, other_rel):.0%} GFLOPs)")
 HEADER = """\
 # Regression baseline of the embedded workflow (config/default.yaml), written by
 #   python -m harness check-regression --write-baseline
 # from a full embedded run (snakemake --cores all all). One row per cell of
 # results/table1-5.csv: table, row (the table's key), column, value.
-# Checked by `make check-regression` with tolerances {tol_db} dB (PSNR) and
-# {tol_rel} relative (GFLOPs); parameter counts must match exactly.
-# The tolerances absorb CPU float nondeterminism across thread counts (reduction
-# order in BLAS/conv changes the last bits of each step; over the short embedded
-# schedule that is ~1e-3 dB and, rarely, one flipped TADT branch on one image),
-# and are far below a real regression (tenths of a dB, a branch on every image).
+# Checked by `make check-regression` (all cells) and tests/test_regression.py (a
+# slice, in CI) with tolerances {tol_db} dB (PSNR) and {tol_rel} relative (GFLOPs) on the
+# machine below, where the run is bit-reproducible; parameter counts must match
+# exactly. On another machine training differs in the last bits and the short
+# high-rate schedule amplifies that (2 threads instead of 1: -0.34 dB at x2), so
+# the cross-machine tolerances apply (1.0 dB, 15% GFLOPs; see --help).
 # Regenerate only for an intended change, and say why in the commit message.
+# machine: {machine}
 """
 
 
@@ -48,6 +99,12 @@ def configure(parser) -> None:
                         help=f"allowed PSNR change in dB (default {DEFAULT_TOL_DB})")
     parser.add_argument("--tolerance-gflops-rel", type=float, default=DEFAULT_TOL_GFLOPS_REL,
                         help=f"allowed relative GFLOPs change (default {DEFAULT_TOL_GFLOPS_REL})")
+    parser.add_argument("--other-machine-db", type=float, default=OTHER_MACHINE_TOL_DB,
+                        help="PSNR tolerance when the baseline was made on another machine "
+                             f"(default {OTHER_MACHINE_TOL_DB})")
+    parser.add_argument("--other-machine-gflops-rel", type=float, default=OTHER_MACHINE_TOL_GFLOPS_REL,
+                        help="relative GFLOPs tolerance when the baseline was made on another machine "
+                             f"(default {OTHER_MACHINE_TOL_GFLOPS_REL})")
     parser.add_argument("--tables", default="1,2,3,4,5", help="tables to check (default 1,2,3,4,5)")
     parser.add_argument("--write-baseline", action="store_true",
                         help="write the baseline from the current tables instead of checking")
@@ -151,17 +208,22 @@ def run(args) -> int:
     if args.write_baseline:
         with atomic_path(args.baseline) as tmp:
             with open(tmp, "w") as fh:
-                fh.write(HEADER.format(tol_db=args.tolerance_db, tol_rel=args.tolerance_gflops_rel))
+                fh.write(HEADER.format(tol_db=args.tolerance_db, tol_rel=args.tolerance_gflops_rel,
+                                       machine=machine_signature()))
                 current.to_csv(fh, index=False, float_format="%.6f", lineterminator="\n")
         print(f"baseline with {len(current)} cells from tables {args.tables} -> {args.baseline}")
         return 0
-    problems = compare(current, read_baseline(args.baseline), args.tolerance_db,
-                       args.tolerance_gflops_rel)
+    baseline = read_baseline(args.baseline)
+    tol_db, tol_rel, note = tolerances(args.baseline, args.tolerance_db, args.tolerance_gflops_rel,
+                                       args.other_machine_db, args.other_machine_gflops_rel)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    problems = compare(current, baseline, tol_db, tol_rel)
     if problems:
         print(f"regression: {len(problems)} cell(s) moved against {args.baseline}:", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 1
     print(f"no regression: {len(current)} cells of tables {args.tables} within "
-          f"{args.tolerance_db} dB / {args.tolerance_gflops_rel:.2%} GFLOPs of {args.baseline}")
+          f"{tol_db} dB / {tol_rel:.2%} GFLOPs of {args.baseline}")
     return 0
