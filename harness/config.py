@@ -108,11 +108,18 @@ def _check_semantics(cfg: dict) -> None:
     train = cfg["train"]
     if train["scale_max"] < train["scale_min"]:
         raise HarnessError("bad config value at train/scale_max: must be >= train/scale_min")
-    extractors = sorted({_split(run, cfg)[0] for run in run_names(cfg)})
+    # Any run or extractor the harness knows may carry an override, also one that this
+    # config's `pairs` leaves out (it then simply has no effect); typos still stop.
+    from extractors import extractor_names
+    from upsamplers import upsampler_names
+
+    exts, ups = extractor_names(), upsampler_names()
+    known = set(exts) | {f"{e}-{u}" for e in exts for u in ups} | {f"tadt-liif-{a}" for a in ABLATIONS}
     for name in list(train.get("overrides", {})):
-        if name not in run_names(cfg) and name not in extractors:
+        if name not in known:
             raise HarnessError(f"bad config value at train/overrides/{name}: no such run or extractor "
-                               f"(runs: {', '.join(run_names(cfg))}; extractors: {', '.join(extractors)})")
+                               f"(extractors: {', '.join(exts)}; runs: <extractor>-<upsampler> with "
+                               f"upsamplers {', '.join(ups)}, and tadt-liif-<ablation>)")
 
 
 def load_config(*sources: str | Path | Mapping[str, Any], with_default: bool | None = None) -> dict:
