@@ -10,10 +10,12 @@ Every upsampler owns its extractor as ``self.encoder`` and exposes::
 ``inp`` is the normalised LR image ``(B, 3, h, w)``; ``coord`` and ``cell`` are
 ``(B, Q, 2)`` in the ij order of :mod:`upsamplers.coords`; the result is
 normalised RGB ``(B, Q, 3)``. ``feat`` is whatever ``gen_feat`` returned and is
-only meant to be handed back to ``query_rgb``: the encoder's ``(B, C, h, w)``
-map for LIIF and MetaSR, an :class:`~upsamplers.lte.LTEFeatures` tuple for LTE
-(whose coefficient and frequency convolutions run once per image, not per
-chunk). Nothing is stored on the module between calls, unlike the reference
+only meant to be handed back to ``query_rgb``: ``gen_feat`` is ``encode`` then
+``prepare``, which does the per-image decoder work once, not per chunk -- for
+LIIF the MLP's first layer on every LR pixel, for MetaSR (without autograd) the
+last layer folded into the feature map (:class:`~upsamplers.metasr.MetaSRFeatures`;
+with autograd the encoder's map itself), for LTE the coefficient and frequency
+convolutions (:class:`~upsamplers.lte.LTEFeatures`). Nothing is stored on the module between calls, unlike the reference
 code, so one model can serve interleaved images and threads.
 
 Scale. The extractor is always called as ``encoder(inp, scale=scale)``;
