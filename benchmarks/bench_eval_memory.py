@@ -13,6 +13,7 @@ the Python heap alike; tracemalloc would miss torch's memory) and the seconds of
   python benchmarks/bench_eval_memory.py --quick         # edsr-baseline and swinir only
   python benchmarks/bench_eval_memory.py --extractors rdn --scales 2 --tile rdn=256
   python benchmarks/bench_eval_memory.py --deviation     # tiled vs untiled features
+  python benchmarks/bench_eval_memory.py --upsampler metasr --extractors edsr-baseline
 
 Tiles: ``TILES`` below holds the LR tile size each extractor needs at x2 to stay
 under ``--limit-gb`` (4 GB); ``--tile EXT=N`` overrides it (0 = untiled). At x30
@@ -59,7 +60,7 @@ def lr_shape(scale: float) -> tuple[int, int]:
 
 
 def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, seed: int = 0,
-             features_only: bool = False) -> dict:
+             features_only: bool = False, upsampler: str = "liif") -> dict:
     """One measurement, in this process (called in a fresh subprocess by ``main``)."""
     import torch
 
@@ -69,7 +70,7 @@ def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, 
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = create_model("liif", extractor).eval()
+    model = create_model(upsampler, extractor).eval()
     h, w = lr_shape(scale)
     lr = torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
     out_shape = output_size(h, w, scale)
@@ -89,7 +90,7 @@ def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, 
         assert sr.shape == (3, *out_shape) and bool(torch.isfinite(sr).all())
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - cpu0
-    return {"extractor": extractor, "features_only": features_only, "cpu_seconds": cpu_seconds, "scale": scale, "lr": f"{w}x{h}", "hr": f"{out_shape[1]}x{out_shape[0]}",
+    return {"extractor": extractor, "upsampler": upsampler, "features_only": features_only, "cpu_seconds": cpu_seconds, "scale": scale, "lr": f"{w}x{h}", "hr": f"{out_shape[1]}x{out_shape[0]}",
             "tile": tile, "overlap": default_tile_overlap(model.encoder) if tile else 0,
             "seconds": seconds, "rss_before_mib": rss_before / 1024, "peak_mib": _status_kib("VmHWM") / 1024,
             "threads": threads}
@@ -134,7 +135,7 @@ def deviation(extractor: str, tile: int, threads: int, size=(240, 336), overlaps
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = create_model("liif", extractor).eval()
+    model = create_model(upsampler, extractor).eval()
     if init == "stress":
         stress_init(model, seed)
     lr = torch.rand(3, *size, generator=torch.Generator().manual_seed(seed))
@@ -191,6 +192,8 @@ def main(argv=None) -> int:
     p.add_argument("--features-only", action="store_true",
                    help="time and memory of the extractor pass alone (to choose tiles)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON lines")
+    p.add_argument("--upsampler", default="liif", choices=["liif", "lte", "metasr"],
+                   help="decoder of every case (default liif)")
     p.add_argument("--case", nargs=3, metavar=("EXT", "SCALE", "TILE"), help=argparse.SUPPRESS)
     p.add_argument("--dev-case", nargs=2, metavar=("EXT", "TILE"), help=argparse.SUPPRESS)
     p.add_argument("--dev-size", default="240x336", metavar="HxW", help="LR size of --deviation")
@@ -203,7 +206,7 @@ def main(argv=None) -> int:
 
     if a.case:  # child process
         print(json.dumps(run_case(a.case[0], float(a.case[1]), int(a.case[2]), a.chunk, a.threads,
-                                  features_only=a.features_only)))
+                                  features_only=a.features_only, upsampler=a.upsampler)))
         return 0
     if a.dev_case:
         h, w = (int(v) for v in a.dev_size.lower().split("x"))
@@ -246,7 +249,7 @@ def main(argv=None) -> int:
                       flush=True)
         return 0
 
-    print(f"CPU, {a.threads} threads, LIIF, paper widths, random weights; HR {HR_SHAPE[1]}x{HR_SHAPE[0]}; "
+    print(f"CPU, {a.threads} threads, {a.upsampler}, paper widths, random weights; HR {HR_SHAPE[1]}x{HR_SHAPE[0]}; "
           f"chunk {a.chunk}; limit {a.limit_gb:g} GB{'; extractor pass only' if a.features_only else ''}",
           flush=True)
     print(f"{'extractor':14} {'scale':>5} {'LR':>9} {'tile':>5} {'overlap':>7} {'s/image':>8} {'cpu s':>8} "
@@ -256,7 +259,8 @@ def main(argv=None) -> int:
         for s in scales:
             tile = tiles.get(ext, 0) if s <= 4 else 0
             r = _child(["--case", ext, f"{s:g}", str(tile), "--chunk", str(a.chunk),
-                        "--threads", str(a.threads)] + (["--features-only"] if a.features_only else []),
+                        "--threads", str(a.threads), "--upsampler", a.upsampler]
+                       + (["--features-only"] if a.features_only else []),
                        a.timeout)
             r.setdefault("extractor", ext)
             r.setdefault("scale", s)
