@@ -13,11 +13,21 @@ encoders load with ``strict=True``::
 
 Default configuration (G0 64, kernel 3, config B: D 16, C 8, G 64):
 21,973,952 parameters.
+
+Memory at inference. The global fusion's 1x1 conv reads the concatenation of
+all D block outputs (D * G0 = 1024 channels); holding the D outputs and their
+concatenation costs 2 x 1024 channels per pixel, the largest buffers of the
+network (2.2 GB on a 518 x 518 tile). Without autograd the 1x1 conv is applied
+block by block instead, each block's output times its slice of the weight,
+summed into a G0-channel accumulator as the blocks run: the same function and
+FLOPs (sums in another order, ~1e-6; tests/test_extractors.py). With autograd
+(training) the concatenated form runs, as in the reference.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from extractors import EXTRACTORS
 from extractors.layers import check_no_upsampling
@@ -82,8 +92,16 @@ class RDN(nn.Module):
     def forward(self, x: torch.Tensor, scale=None) -> torch.Tensor:
         f1 = self.SFENet1(x)
         x = self.SFENet2(f1)
-        outs = []
-        for block in self.RDBs:
+        if torch.is_grad_enabled():
+            outs = []
+            for block in self.RDBs:
+                x = block(x)
+                outs.append(x)
+            return self.GFF(torch.cat(outs, 1)) + f1
+        fuse, g0 = self.GFF[0], x.shape[1]  # inference: fuse block by block (module doc)
+        acc = None
+        for i, block in enumerate(self.RDBs):
             x = block(x)
-            outs.append(x)
-        return self.GFF(torch.cat(outs, 1)) + f1
+            part = F.conv2d(x, fuse.weight[:, i * g0:(i + 1) * g0], fuse.bias if i == 0 else None)
+            acc = part if acc is None else acc.add_(part)
+        return self.GFF[1](acc) + f1
