@@ -279,3 +279,13 @@ def test_upscale_writes_rounded_size_and_rejects_bad_input(workspace, capsys):
         assert len(err) == 1 and err[0].startswith("error:")
         assert not target.exists()
     assert not [p for p in (root / "up").iterdir() if p.name.startswith(".")]   # no temp files left
+
+
+def test_configured_tiling_uses_each_extractors_own_overlap_unless_set():
+    # A config that only turns tiling on must not impose one overlap on every
+    # extractor: null means default_tile_overlap (exact for the conv extractors).
+    from harness.config import load_config
+
+    assert load_config({"evaluation": {"tile": 64}})["evaluation"]["tile_overlap"] is None
+    assert load_config("config/paper.yaml")["evaluation"]["tile_overlap"] is None
+    assert load_config({"evaluation": {"tile_overlap": 8}})["evaluation"]["tile_overlap"] == 8
