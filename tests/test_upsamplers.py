@@ -158,8 +158,8 @@ def test_gen_feat_is_returned_not_stored(name):
         assert isinstance(fa, LTEFeatures) and fa.coef.shape == (1, 256, 5, 6)
     elif name == "liif":  # the first Linear's feature part on each LR pixel
         assert fa.shape == (1, 256, 5, 6)
-    elif name == "metasr":  # without autograd: the last Linear folded into the map
-        assert fa.proj.shape == (1, 3 * 256, 5, 6) and fa.bias.shape == (1, 3, 5, 6)
+    elif name == "metasr":  # paper widths: 3 * (256 + 1) > 9 * 64, so no folding
+        assert isinstance(fa, torch.Tensor) and fa.shape == (1, 64, 5, 6)
     else:
         assert fa.shape == (1, 64, 5, 6)
 
@@ -407,7 +407,7 @@ def test_metasr_inference_form_equals_per_query_form(hidden):
     # Without autograd, prepare() folds the weight MLP's last Linear into the
     # feature map; with autograd the per-query form of the reference runs.
     torch.manual_seed(12)
-    c, h, w = 4, 6, 7
+    c, h, w = 8, 6, 7  # 3 * (hidden + 1) <= 9 * c: the folded map is used
     feat = torch.randn(2, c, h, w)
     model = build("metasr", encoder=FixedEncoder(feat[0]), hidden_list=hidden)
     with torch.no_grad():
@@ -424,3 +424,12 @@ def test_metasr_inference_form_equals_per_query_form(hidden):
     assert per_query.abs().mean() > 1.0
     torch.testing.assert_close(folded, per_query.detach(), atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(chunked[:1], per_query.detach()[:1], atol=1e-4, rtol=1e-5)
+
+
+def test_metasr_folds_only_when_the_map_is_no_wider_than_the_unfolded_one():
+    feat = torch.randn(1, 4, 5, 6)
+    narrow = build("metasr", encoder=FixedEncoder(feat[0]), hidden_list=[8])   # 27 <= 36
+    wide = build("metasr", encoder=FixedEncoder(feat[0]), hidden_list=[16])    # 51 > 36
+    with torch.no_grad():
+        assert narrow.prepare(feat).proj.shape == (1, 24, 5, 6)
+        assert wide.prepare(feat) is feat

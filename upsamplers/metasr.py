@@ -24,9 +24,12 @@ without autograd :meth:`MetaSR.prepare` computes them once per LR pixel
 3`` product per HR pixel: the embedded evaluation decodes ~4x faster. Same
 function and weights (sums in another order, ~1e-6; tests/test_upsamplers.py);
 training (autograd on) keeps the per-query form, which is cheaper when queries
-are few (2304 per 48x48 patch). The map holds ``3 * (hidden + 1)`` channels
-per LR pixel, 1.3x the 576-channel unfolded map the per-query form builds at
-the paper's widths.
+are few (2304 per 48x48 patch). The map holds ``3 * (hidden + 1)`` channels per
+LR pixel, so it is used only when that is no more than the ``9C`` channels of
+the unfolded map the per-query form builds: at the embedded widths (hidden 64,
+C 24: 195 <= 216) it is; at the paper's (hidden 256, C 64: 771 > 576) it is not,
+because on a 2040 x 1356 image at x2 the 771-channel map alone is 2.1 GB and
+EDSR-MetaSR peaked at 5.0 GB with it (benchmarks/bench_eval_memory.py).
 """
 from __future__ import annotations
 
@@ -74,11 +77,12 @@ class MetaSR(ArbitraryScaleUpsampler):
         self.imnet = MLP(3, encoder.out_dim * 9 * 3, list(hidden_list))
 
     def prepare(self, feat: torch.Tensor):
-        """Without autograd, the last Linear folded into the feature map (see the module doc)."""
-        if torch.is_grad_enabled():
-            return feat
+        """Without autograd, and when the map is no wider than the unfolded one, the last
+        Linear folded into the feature map (see the module doc)."""
         last = self.imnet.layers[-1]
         c, hidden = feat.shape[1], last.in_features
+        if torch.is_grad_enabled() or 3 * (hidden + 1) > 9 * c:
+            return feat
         # weight row (c * 9 + k) * 3 + j  ->  conv output j * hidden + k', input c, tap k
         w = last.weight.view(c, 9, 3, hidden).permute(2, 3, 0, 1).reshape(3 * hidden, c, 3, 3)
         b = last.bias.view(c, 9, 3).permute(2, 0, 1).reshape(3, c, 3, 3)
