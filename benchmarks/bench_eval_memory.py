@@ -96,6 +96,17 @@ def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, 
             "threads": threads}
 
 
+def _record(r: dict, rows: list, out, **defaults) -> dict:
+    """Fill a child's result with ``defaults``, keep it, and append it to the JSON lines file."""
+    for key, value in defaults.items():
+        r.setdefault(key, value)
+    rows.append(r)
+    if out:
+        out.write(json.dumps(r) + "\n")
+        out.flush()
+    return r
+
+
 def stress_init(model, seed: int = 0) -> None:
     """Re-draw the weights at the scale of trained networks rather than of a fresh one.
 
@@ -171,8 +182,11 @@ def deviation(extractor: str, tile: int, threads: int, size=(240, 336), overlaps
 
 def _child(args: list[str], timeout: float) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    try:
+        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g} s (--timeout)"}
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -231,12 +245,7 @@ def main(argv=None) -> int:
         for ext in exts:
             args = ["--dev-case", ext, str(a.dev_tile), "--threads", str(a.threads), "--dev-size", a.dev_size,
                     "--overlaps", a.overlaps, "--init", a.init] + (["--no-sr"] if a.no_sr else [])
-            r = _child(args, a.timeout)
-            r.setdefault("extractor", ext)
-            rows.append(r)
-            if out:
-                out.write(json.dumps(r) + "\n")
-                out.flush()
+            r = _record(_child(args, a.timeout), rows, out, extractor=ext)
             if "error" in r:
                 print(f"{ext:14} error: {r['error']}", flush=True)
                 continue
@@ -262,12 +271,7 @@ def main(argv=None) -> int:
                         "--threads", str(a.threads), "--upsampler", a.upsampler]
                        + (["--features-only"] if a.features_only else []),
                        a.timeout)
-            r.setdefault("extractor", ext)
-            r.setdefault("scale", s)
-            rows.append(r)
-            if out:
-                out.write(json.dumps(r) + "\n")
-                out.flush()
+            r = _record(r, rows, out, extractor=ext, scale=s)
             if "error" in r:
                 print(f"{ext:14} {s:5g} error: {r['error']}", flush=True)
                 continue
