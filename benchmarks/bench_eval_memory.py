@@ -59,12 +59,23 @@ def lr_shape(scale: float) -> tuple[int, int]:
     return tuple(math.floor(n / scale + 1e-9) for n in HR_SHAPE)
 
 
+def model_input(model, lr, scale):
+    """The normalised (window-padded) LR batch the extractor sees, and TADT's routing for it."""
+    from harness import protocol
+
+    inp = protocol.normalize(lr).unsqueeze(0)
+    ws = getattr(model.encoder, "window_size", None)
+    if ws:
+        inp, _ = protocol.pad_to_multiple(inp, ws)
+    route = getattr(model.encoder, "routing_for", None)
+    return inp, (route(inp, scale) if route else None)
+
+
 def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, seed: int = 0,
              features_only: bool = False, upsampler: str = "liif") -> dict:
     """One measurement, in this process (called in a fresh subprocess by ``main``)."""
     import torch
 
-    from harness import protocol
     from harness.evaluate import default_tile_overlap, extract_features, output_size, super_resolve
     from upsamplers import create_model
 
@@ -79,12 +90,8 @@ def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, 
     t0 = time.perf_counter()
     if features_only:  # the encoder pass alone, as super_resolve runs it
         with torch.no_grad():
-            inp = protocol.normalize(lr).unsqueeze(0)
-            ws = getattr(model.encoder, "window_size", None)
-            if ws:
-                inp, _ = protocol.pad_to_multiple(inp, ws)
-            route = getattr(model.encoder, "routing_for", None)
-            extract_features(model, inp, scale, tile=tile, routing=route(inp, scale) if route else None)
+            inp, routing = model_input(model, lr, scale)
+            extract_features(model, inp, scale, tile=tile, routing=routing)
     else:
         sr = super_resolve(model, lr, scale, out_shape=out_shape, chunk=chunk, tile=tile)
         assert sr.shape == (3, *out_shape) and bool(torch.isfinite(sr).all())
@@ -139,14 +146,13 @@ def deviation(extractor: str, tile: int, threads: int, size=(240, 336), overlaps
     each of ``overlaps``, and the PSNR of the tiled SR output against the untiled one at x2."""
     import torch
 
-    from harness import protocol
     from harness.evaluate import default_tile_overlap, extract_features, super_resolve
     from harness.metrics import psnr
     from upsamplers import create_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = create_model(upsampler, extractor).eval()
+    model = create_model("liif", extractor).eval()
     if init == "stress":
         stress_init(model, seed)
     lr = torch.rand(3, *size, generator=torch.Generator().manual_seed(seed))
@@ -154,12 +160,7 @@ def deviation(extractor: str, tile: int, threads: int, size=(240, 336), overlaps
     out = {"extractor": extractor, "lr": f"{size[1]}x{size[0]}", "tile": tile, "overlap": default,
            "init": init, "by_overlap": {}}
     with torch.no_grad():
-        inp = protocol.normalize(lr).unsqueeze(0)
-        ws = getattr(model.encoder, "window_size", None)
-        if ws:
-            inp, _ = protocol.pad_to_multiple(inp, ws)
-        route = getattr(model.encoder, "routing_for", None)
-        routing = route(inp, 2.0) if route else None
+        inp, routing = model_input(model, lr, 2.0)
         t0 = time.perf_counter()
         full = extract_features(model, inp, 2.0, routing=routing)
         out["seconds_untiled"] = time.perf_counter() - t0
