@@ -2,8 +2,8 @@
 # the rule modules; helpers live in rules/common.smk.
 #
 #   snakemake --cores all results/table1.csv                  # embedded default
-#   snakemake --cores all --configfile config/paper.yaml all  # paper profile
-#   snakemake --workflow-profile profiles/slurm --configfile config/paper.yaml all
+#   snakemake --cores all all --configfile config/paper.yaml  # paper profile
+#   snakemake --workflow-profile profiles/slurm all --configfile config/paper.yaml
 #
 # The configuration is validated against config/schema.yaml before any job
 # starts; see docs/architecture.md for the verbs the rules call.

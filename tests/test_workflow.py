@@ -150,3 +150,52 @@ def test_lint_has_nothing_but_the_conda_recommendation(tmp_path):
     titles = set(re.findall(r"^\s+\* (.+?):?$", out, flags=re.M))
     titles = {t.split(":")[0].rstrip(".") for t in titles}
     assert titles <= {"Specify a conda environment or container for each rule"}, titles
+
+
+# --------------------------------------------------------------------------- documented commands
+
+DOCUMENTED = ["README.md", "Snakefile", "config/paper.yaml", "config/embedded-long.yaml",
+              "profiles/slurm/README.md", "profiles/slurm/config.yaml"]
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``snakemake ...`` command line written in the docs and config comments."""
+    out = []
+    for rel in DOCUMENTED:
+        for line in (ROOT / rel).read_text().splitlines():
+            m = re.search(r"(?:^|[\s`#])(?:\.venv/bin/)?snakemake (--[^`#\n]*|[a-z][^`#\n]*)", line)
+            if m and ("--configfile" in m.group(1) or "--cores" in m.group(1)):
+                out.append((rel, m.group(1).split()))
+    return out
+
+
+def test_documented_commands_are_found():
+    rels = {rel for rel, _ in documented_commands()}
+    assert {"README.md", "config/paper.yaml", "config/embedded-long.yaml", "profiles/slurm/README.md"} <= rels
+
+
+@pytest.mark.parametrize("where,args", documented_commands(), ids=lambda v: v if isinstance(v, str) else None)
+def test_documented_command_parses_as_meant(where, args):
+    """``--configfile`` takes several files: a target written after it would be read as a config file."""
+    from snakemake.cli import get_argument_parser
+
+    parsed = get_argument_parser().parse_args(args)
+    for cfg in parsed.configfile or []:
+        assert (ROOT / cfg).is_file(), f"{where}: {' '.join(args)} reads {cfg} as a config file"
+    assert parsed.targets or "--lint" in args, f"{where}: {' '.join(args)} names no target"
+
+
+def test_embedded_long_lengthens_only_the_attention_liif_metasr_runs():
+    from harness.config import run_names, run_spec
+
+    default = load_config({})
+    long = load_config(ROOT / "config" / "embedded-long.yaml")
+    assert long["profile"] == "embedded" and long["results"] == "results/embedded-long"
+    changed = {r for r in run_names(default)
+               if run_spec(default, r).train != run_spec(long, r).train}
+    attention = {f"{e}-{u}" for e in ("swinir", "baseline", "tadt") for u in ("liif", "metasr")}
+    assert changed == attention | {"tadt-liif-beta0.5", "tadt-liif-beta0.25s", "tadt-liif-nolbeta"}
+    assert run_spec(long, "swinir-liif").train["iterations"] == 2400
+    assert run_spec(long, "swinir-liif").train["lr"] == 2.0e-3          # the attention lr stays
+    # TADT fine-tunes keep 5/8 of the Baseline's steps, as in the default (250 of 400)
+    assert run_spec(long, "tadt-liif").train["iterations"] * 8 == run_spec(long, "baseline-liif").train["iterations"] * 5
