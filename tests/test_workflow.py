@@ -195,7 +195,7 @@ def test_embedded_long_lengthens_only_the_attention_liif_metasr_runs():
                if run_spec(default, r).train != run_spec(long, r).train}
     attention = {f"{e}-{u}" for e in ("swinir", "baseline", "tadt") for u in ("liif", "metasr")}
     assert changed == attention | {"tadt-liif-beta0.5", "tadt-liif-beta0.25s", "tadt-liif-nolbeta"}
-    assert run_spec(long, "swinir-liif").train["iterations"] == 2400
+    assert run_spec(long, "swinir-liif").train["iterations"] == 4800
     assert run_spec(long, "swinir-liif").train["lr"] == 2.0e-3          # the attention lr stays
     # TADT fine-tunes keep 5/8 of the Baseline's steps, as in the default (250 of 400)
     assert run_spec(long, "tadt-liif").train["iterations"] * 8 == run_spec(long, "baseline-liif").train["iterations"] * 5
