@@ -1,7 +1,8 @@
 """Peak memory and time of ``harness.evaluate.super_resolve`` on a DIV2K-sized image, per extractor.
 
 Each case (extractor with LIIF, paper widths, random weights: speed and memory
-do not depend on training) runs in its own subprocess on the CPU, on a random LR
+do not depend on training) runs in its own subprocess on the CPU (or, with
+``--device cuda``, on the GPU, untiled by default), on a random LR
 image of a 2040 x 1356 HR image (LR 1020 x 678 at x2, 68 x 45 at x30; the HR
 grid of x30 is round(45 * 30) = 1350 rows, as the protocol crops it). The child
 reports its peak resident set (``VmHWM`` from /proc/self/status, the kernel's
@@ -14,6 +15,7 @@ the Python heap alike; tracemalloc would miss torch's memory) and the seconds of
   python benchmarks/bench_eval_memory.py --extractors rdn --scales 2 --tile rdn=256
   python benchmarks/bench_eval_memory.py --deviation     # tiled vs untiled features
   python benchmarks/bench_eval_memory.py --upsampler metasr --extractors edsr-baseline
+  python benchmarks/bench_eval_memory.py --device cuda   # on a GPU: untiled, plus peak GPU memory
 
 Tiles: ``TILES`` below holds the LR tile size each extractor needs at x2 to stay
 under ``--limit-gb`` (4 GB); ``--tile EXT=N`` overrides it (0 = untiled). At x30
@@ -72,7 +74,7 @@ def model_input(model, lr, scale):
 
 
 def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, seed: int = 0,
-             features_only: bool = False, upsampler: str = "liif") -> dict:
+             features_only: bool = False, upsampler: str = "liif", device: str = "cpu") -> dict:
     """One measurement, in this process (called in a fresh subprocess by ``main``)."""
     import torch
 
@@ -81,10 +83,17 @@ def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, 
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = create_model(upsampler, extractor).eval()
+    dev = torch.device(device)
+    model = create_model(upsampler, extractor).eval().to(dev)
     h, w = lr_shape(scale)
-    lr = torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
+    lr = torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))  # on the CPU, as loaded
     out_shape = output_size(h, w, scale)
+    cuda = dev.type == "cuda"
+    if cuda:  # the CUDA context and kernels are not part of one image's cost: warm up on a small one
+        super_resolve(model, torch.rand(3, 48, 48), scale, chunk=chunk)
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        gpu_before = torch.cuda.memory_allocated(dev)
     rss_before = _status_kib("VmRSS")
     cpu0 = time.process_time()
     t0 = time.perf_counter()
@@ -95,12 +104,15 @@ def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, 
     else:
         sr = super_resolve(model, lr, scale, out_shape=out_shape, chunk=chunk, tile=tile)
         assert sr.shape == (3, *out_shape) and bool(torch.isfinite(sr).all())
+    if cuda:
+        torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - cpu0
     return {"extractor": extractor, "upsampler": upsampler, "features_only": features_only, "cpu_seconds": cpu_seconds, "scale": scale, "lr": f"{w}x{h}", "hr": f"{out_shape[1]}x{out_shape[0]}",
             "tile": tile, "overlap": default_tile_overlap(model.encoder) if tile else 0,
             "seconds": seconds, "rss_before_mib": rss_before / 1024, "peak_mib": _status_kib("VmHWM") / 1024,
-            "threads": threads}
+            "threads": threads, "device": device,
+            **({"gpu_peak_mib": (torch.cuda.max_memory_allocated(dev) - gpu_before) / 2**20} if cuda else {})}
 
 
 def _record(r: dict, rows: list, out, **defaults) -> dict:
@@ -209,6 +221,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON lines")
     p.add_argument("--upsampler", default="liif", choices=["liif", "lte", "metasr"],
                    help="decoder of every case (default liif)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the model runs; on cuda the table adds the peak GPU memory allocated by "
+                        "torch beyond the model (after a warm-up image) and nothing is tiled unless --tile says so")
     p.add_argument("--case", nargs=3, metavar=("EXT", "SCALE", "TILE"), help=argparse.SUPPRESS)
     p.add_argument("--dev-case", nargs=2, metavar=("EXT", "TILE"), help=argparse.SUPPRESS)
     p.add_argument("--dev-size", default="240x336", metavar="HxW", help="LR size of --deviation")
@@ -221,7 +236,7 @@ def main(argv=None) -> int:
 
     if a.case:  # child process
         print(json.dumps(run_case(a.case[0], float(a.case[1]), int(a.case[2]), a.chunk, a.threads,
-                                  features_only=a.features_only, upsampler=a.upsampler)))
+                                  features_only=a.features_only, upsampler=a.upsampler, device=a.device)))
         return 0
     if a.dev_case:
         h, w = (int(v) for v in a.dev_size.lower().split("x"))
@@ -230,7 +245,7 @@ def main(argv=None) -> int:
                                    sr=not a.no_sr, init=a.init)))
         return 0
 
-    tiles = dict(TILES)
+    tiles = dict(TILES) if a.device == "cpu" else {}
     for item in a.tile:
         ext, _, n = item.partition("=")
         tiles[ext] = int(n)
@@ -259,17 +274,18 @@ def main(argv=None) -> int:
                       flush=True)
         return 0
 
-    print(f"CPU, {a.threads} threads, {a.upsampler}, paper widths, random weights; HR {HR_SHAPE[1]}x{HR_SHAPE[0]}; "
+    gpu = a.device == "cuda"
+    print(f"{a.device}, {a.threads} CPU threads, {a.upsampler}, paper widths, random weights; HR {HR_SHAPE[1]}x{HR_SHAPE[0]}; "
           f"chunk {a.chunk}; limit {a.limit_gb:g} GB{'; extractor pass only' if a.features_only else ''}",
           flush=True)
     print(f"{'extractor':14} {'scale':>5} {'LR':>9} {'tile':>5} {'overlap':>7} {'s/image':>8} {'cpu s':>8} "
-          f"{'peak MiB':>9} {'<limit':>6}", flush=True)
+          f"{'peak MiB':>9} {'<limit':>6}" + (f" {'GPU MiB':>8}" if gpu else ""), flush=True)
     worst = 0.0
     for ext in exts:
         for s in scales:
             tile = tiles.get(ext, 0) if s <= 4 else 0
             r = _child(["--case", ext, f"{s:g}", str(tile), "--chunk", str(a.chunk),
-                        "--threads", str(a.threads), "--upsampler", a.upsampler]
+                        "--threads", str(a.threads), "--upsampler", a.upsampler, "--device", a.device]
                        + (["--features-only"] if a.features_only else []),
                        a.timeout)
             r = _record(r, rows, out, extractor=ext, scale=s)
@@ -279,8 +295,8 @@ def main(argv=None) -> int:
             ok = r["peak_mib"] < a.limit_gb * 1024
             worst = max(worst, r["peak_mib"])
             print(f"{ext:14} {s:5g} {r['lr']:>9} {r['tile']:5d} {r['overlap']:7d} {r['seconds']:8.1f} "
-                  f"{r.get('cpu_seconds', float('nan')):8.1f} {r['peak_mib']:9.0f} {'yes' if ok else 'NO':>6}",
-                  flush=True)
+                  f"{r.get('cpu_seconds', float('nan')):8.1f} {r['peak_mib']:9.0f} {'yes' if ok else 'NO':>6}"
+                  + (f" {r['gpu_peak_mib']:8.0f}" if gpu else ""), flush=True)
     if out:
         out.close()
     return 0 if worst < a.limit_gb * 1024 and not any("error" in r for r in rows) else 1
