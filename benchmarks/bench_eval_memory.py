@@ -233,6 +233,13 @@ def main(argv=None) -> int:
     p.add_argument("--init", choices=["default", "stress"], default="default",
                    help="--deviation: fresh weights, or trained-scale weights (see stress_init)")
     a = p.parse_args(argv)
+    if a.device == "cuda" and not a.case:
+        import torch
+
+        if a.deviation:
+            p.error("--deviation runs on the CPU only (drop --device cuda)")
+        if not torch.cuda.is_available():
+            p.error("--device cuda: torch sees no CUDA device (torch %s)" % torch.__version__)
 
     if a.case:  # child process
         print(json.dumps(run_case(a.case[0], float(a.case[1]), int(a.case[2]), a.chunk, a.threads,
