@@ -32,6 +32,7 @@ cd "$(dirname "$0")/.."
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT  # checkpoints and data cache, also when interrupted
 export PYTHONUNBUFFERED=1
 failed=0
 
@@ -124,6 +125,5 @@ print(f"rows {len(a)}, max |PSNR difference| {worst:.2e} dB")
 assert worst < 1e-3, worst
 EOF
 
-rm -rf "$WORK"
 echo "failed steps: $failed"
 exit "$failed"
