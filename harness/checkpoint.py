@@ -46,7 +46,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 from harness.io import atomic_path
 
 FORMAT = "tadt-harness/1"

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from harness.errors import HarnessError
+
 # verb -> module under harness.commands (underscores for dashes)
 VERBS = {
     "models": "models",
@@ -23,14 +25,6 @@ VERBS = {
     "report": "report",
     "check-regression": "check_regression",
 }
-
-
-class HarnessError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
-
-
-def _load(verb: str):
-    return importlib.import_module(f"harness.commands.{VERBS[verb]}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,7 +59,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from harness.bicubic import imresize_uint8, pil_bicubic_resize, to_uint8
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 from harness.io import atomic_path
 from harness.protocol import matlab_scale, normalize
 from upsamplers.coords import make_coord

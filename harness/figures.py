@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 from harness.io import atomic_path
 from harness.tables import mean_gflops, mean_psnr, scale_label
 

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 from harness.io import atomic_path
 
 META_COLUMNS = ("profile", "dataset", "upsampler", "extractor", "variant", "run")

@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 from harness.config import RunSpec, checkpoint_path
 
 LOG_FIELDS = ["step", "epoch", "loss", "l1", "l_beta", "beta_mean", "lr", "it_per_s", "seconds"]

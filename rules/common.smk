@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 from harness.config import checkpoint_path, load_config, pair_runs, run_names, run_spec
 from harness.io import atomic_write_text
 from snakemake.exceptions import WorkflowError

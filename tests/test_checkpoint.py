@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from harness import checkpoint as ckpt
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 from upsamplers import create_model
 from upsamplers.coords import make_cell, make_coord
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from harness import data
 from harness.bicubic import imresize_uint8, pil_bicubic_resize
-from harness.cli import HarnessError, main
+from harness.cli import main
+from harness.errors import HarnessError
 
 
 def _png(path: Path, arr: np.ndarray) -> None:

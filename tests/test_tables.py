@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.cli import HarnessError, main
+from harness.cli import main
+from harness.errors import HarnessError
 from harness.config import ROOT, load_config
 from harness import report as rep
 from harness import tables

@@ -20,7 +20,8 @@ import yaml
 from PIL import Image
 
 from harness.checkpoint import load_checkpoint, load_model
-from harness.cli import HarnessError, main
+from harness.cli import main
+from harness.errors import HarnessError
 from harness.config import load_config, run_spec
 from harness.train import (DistInfo, build_model, expected_lr, global_batch, local_batch,
                            partial_path, seed_everything, train_run)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 from harness.config import ROOT, load_config
 
 SNAKEFILE = ROOT / "Snakefile"

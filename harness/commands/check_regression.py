@@ -116,7 +116,7 @@ def flatten(results, tables) -> "pd.DataFrame":
 
     import pandas as pd
 
-    from harness.cli import HarnessError
+    from harness.errors import HarnessError
     from harness.tables import read_table, row_key, value_columns
 
     rows = []
@@ -142,7 +142,7 @@ def read_baseline(path) -> "pd.DataFrame":
 
     import pandas as pd
 
-    from harness.cli import HarnessError
+    from harness.errors import HarnessError
 
     path = Path(path)
     if not path.is_file():
@@ -195,7 +195,7 @@ def compare(current, baseline, tol_db: float, tol_rel: float) -> list[str]:
 def run(args) -> int:
     import sys
 
-    from harness.cli import HarnessError
+    from harness.errors import HarnessError
     from harness.io import atomic_path
 
     try:

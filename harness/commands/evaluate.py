@@ -6,7 +6,7 @@ import csv
 import math
 import sys
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 
 HELP = "PSNR of a checkpoint (or the bicubic floor) on a dataset at given scales, per image"
 DESCRIPTION = """\

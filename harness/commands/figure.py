@@ -32,7 +32,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from harness import figures
-    from harness.cli import HarnessError
+    from harness.errors import HarnessError
     from harness.config import load_config
     from harness.tables import parse_named, read_evals, read_flops, read_table
 

@@ -7,7 +7,7 @@ import json
 import re
 import sys
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 
 HELP = "FLOPs (fvcore convention) of an extractor on a size, or per image of a dataset"
 DESCRIPTION = """\

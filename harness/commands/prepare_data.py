@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 
 HELP = "check the dataset layout, build the embedded sets and the x2/x3/x4 LR cache"
 DESCRIPTION = """\

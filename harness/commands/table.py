@@ -38,7 +38,7 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from harness.cli import HarnessError
+    from harness.errors import HarnessError
     from harness.config import load_config
     from harness.tables import build_table, parse_named, read_evals, read_flops, write_table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 
 HELP = "train one run (resumable; multi-GPU through torchrun)"
 DESCRIPTION = """\

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness.cli import HarnessError
+from harness.errors import HarnessError
 
 HELP = "super-resolve one image at any scale (or to a given size) with a checkpoint"
 DESCRIPTION = """\
