@@ -3,7 +3,7 @@
 ``train_run(cfg, spec, out, ...)`` trains the model of a :class:`harness.config.RunSpec`
 and writes its checkpoint to ``out``. What it guarantees:
 
-Protocol. Batches of ``harness.data.TrainSampler`` items (s ~ U(scale_min,
+Protocol. Batches of ``harness.data.TrainPatches`` items (s ~ U(scale_min,
 scale_max), ``patch_size`` LR crops, ``sample_q`` queries), Adam (default betas),
 ``MultiStepLR`` with milestones counted in optimiser steps, L1 on normalised
 values. For ``tadt`` runs the loss is Eq. (5), ``L1 + lam * L_beta`` with
@@ -15,7 +15,7 @@ Data order. Every run sees one fixed stream of sample indices: the
 concatenation of per-epoch permutations of the training set, permutation ``e``
 drawn from ``(seed, e)`` alone. Step ``k`` takes stream positions
 ``[k B, (k+1) B)`` of the *global* batch ``B`` (``train.batch_size``); the item
-content is deterministic per ``(seed, epoch, index)`` (``TrainSampler.set_epoch``).
+content is deterministic per ``(seed, epoch, index)`` (``TrainPatches.set_epoch``).
 So resuming at step ``k`` needs no replay: the batch is computed from ``k``.
 
 Resume. Every ``checkpoint_every`` steps the full state (weights, optimiser,
@@ -169,16 +169,16 @@ class EpochIndexed(torch.utils.data.Dataset):
 
 
 def make_train_sampler(cfg: dict, train: dict, seed: int):
-    """Build ``harness.data.TrainSampler`` for ``train`` (the resolved train settings)."""
-    from harness.data import TrainSampler
+    """Build ``harness.data.TrainPatches`` for ``train`` (the resolved train settings)."""
+    from harness.data import TrainPatches
 
-    params = inspect.signature(TrainSampler).parameters
+    params = inspect.signature(TrainPatches).parameters
     if "train_cfg" in params:
-        return TrainSampler(cfg["data"], train, seed=seed)
+        return TrainPatches(cfg["data"], train, seed=seed)
     kwargs = {"patch": train["patch_size"], "scale_min": train["scale_min"],
               "scale_max": train["scale_max"], "sample_q": train["sample_q"],
               "repeat": train["repeat"], "augment": True, "seed": seed}
-    return TrainSampler(cfg["data"], **{k: v for k, v in kwargs.items() if k in params})
+    return TrainPatches(cfg["data"], **{k: v for k, v in kwargs.items() if k in params})
 
 
 def batches(dataset, sampler: StepBatches, num_workers: int, pin_memory: bool = False):

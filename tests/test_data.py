@@ -1,4 +1,4 @@
-"""Datasets: layouts, the embedded default, evaluation pairs, LR cache, training sampler."""
+"""Datasets: layouts, the embedded default, evaluation pairs, LR cache, training patches."""
 import hashlib
 import os
 from pathlib import Path
@@ -177,7 +177,7 @@ def test_embedded_eval_pairs_are_rgb_in_range_and_x30_is_large_enough(embedded):
     assert name == "chelsea" and lr.shape == (3, 10, 15) and hr.shape == (3, 300, 450)
 
 
-# ----------------------------------------------------------------- training sampler
+# ----------------------------------------------------------------- training patches
 @pytest.fixture
 def train_cfg(tmp_path):
     root = tmp_path / "data"
@@ -186,8 +186,8 @@ def train_cfg(tmp_path):
     return {"source": "folders", "root": str(root), "cache": str(tmp_path / "cache")}
 
 
-def test_sampler_shapes_ranges_and_cell(train_cfg):
-    ds = data.TrainSampler(train_cfg, patch=48, scale_min=1.0, scale_max=4.0, sample_q=2304, repeat=2, seed=0)
+def test_train_patches_shapes_ranges_and_cell(train_cfg):
+    ds = data.TrainPatches(train_cfg, patch=48, scale_min=1.0, scale_max=4.0, sample_q=2304, repeat=2, seed=0)
     assert len(ds) == 6
     for i in range(len(ds)):
         item = ds[i]
@@ -203,9 +203,9 @@ def test_sampler_shapes_ranges_and_cell(train_cfg):
         assert len({tuple(c) for c in item["coord"].tolist()}) == 2304     # distinct pixels
 
 
-def test_sampler_is_deterministic_per_seed_epoch_index(train_cfg):
-    a = data.TrainSampler(train_cfg, seed=3, repeat=2)
-    b = data.TrainSampler(train_cfg, seed=3, repeat=2)
+def test_train_patches_is_deterministic_per_seed_epoch_index(train_cfg):
+    a = data.TrainPatches(train_cfg, seed=3, repeat=2)
+    b = data.TrainPatches(train_cfg, seed=3, repeat=2)
     for key in ("inp", "coord", "gt", "scale"):
         assert torch.equal(a[4][key], b[4][key])
     _ = a[0], a[5]                                                   # order does not matter
@@ -214,15 +214,15 @@ def test_sampler_is_deterministic_per_seed_epoch_index(train_cfg):
     assert not torch.equal(a[4]["coord"], b[4]["coord"])
     b.set_epoch(1)
     assert torch.equal(a[4]["coord"], b[4]["coord"])
-    c = data.TrainSampler(train_cfg, seed=4, repeat=2)
+    c = data.TrainPatches(train_cfg, seed=4, repeat=2)
     c.set_epoch(1)
     assert not torch.equal(c[4]["coord"], a[4]["coord"])
 
 
-def test_sampler_queries_match_input_under_augmentation(train_cfg):
+def test_train_patches_queries_match_input_under_augmentation(train_cfg):
     # scale 1: the HR crop is the 16x16 LR itself; with every pixel queried, the
     # gt placed at its coordinates must rebuild inp exactly (flips applied to both).
-    ds = data.TrainSampler(train_cfg, patch=16, scale_min=1, scale_max=1, sample_q=256, seed=1)
+    ds = data.TrainPatches(train_cfg, patch=16, scale_min=1, scale_max=1, sample_q=256, seed=1)
     flipped = 0
     for i in range(6):
         item = ds[i]
@@ -240,18 +240,29 @@ def test_sampler_queries_match_input_under_augmentation(train_cfg):
     assert flipped > 0        # some items were flipped/transposed, so they match no plain crop
 
 
-def test_sampler_reads_train_config_section(train_cfg):
-    ds = data.TrainSampler(train_cfg, {"patch_size": 24, "sample_q": 100, "repeat": 3, "lr": 1e-4}, 5)
+def test_train_patches_reads_train_config_section(train_cfg):
+    ds = data.TrainPatches(train_cfg, {"patch_size": 24, "sample_q": 100, "repeat": 3, "lr": 1e-4}, 5)
     assert (ds.patch, ds.sample_q, ds.repeat, ds.seed) == (24, 100, 3, 5)
     assert ds[0]["inp"].shape == (3, 24, 24)
     with pytest.raises(HarnessError, match="smaller than"):
-        data.TrainSampler(train_cfg, patch=64)               # x4 patch 256 > images
+        data.TrainPatches(train_cfg, patch=64)               # x4 patch 256 > images
 
 
 def test_embedded_training_set_works(embedded):
-    ds = data.TrainSampler(embedded, seed=0, repeat=1)
+    ds = data.TrainPatches(embedded, seed=0, repeat=1)
     assert len(ds) == len(data.EMBEDDED_SETS["div2k-train"])
     assert ds[len(ds) - 1]["inp"].shape == (3, 48, 48)
+
+
+def test_prepare_rows_generate_then_reuse_the_cache(folders):
+    first = data.prepare(folders, ["b100", "div2k-valid"], (2, 4))
+    assert [(r["dataset"], r["images"], r["min_size"], r["max_size"]) for r in first] == [
+        ("b100", 2, "61x64", "64x83"), ("div2k-valid", 1, "300x451", "300x451")]
+    assert first[0]["lr"] == {"x2": "2 generated", "x4": "2 generated"}
+    again = data.prepare(folders, ["b100"], (2,))
+    assert again[0]["lr"] == {"x2": "2 cached"}
+    with pytest.raises(HarnessError, match="x2, x3 and x4 only"):
+        data.prepare(folders, ["b100"], (5,))
 
 
 # ------------------------------------------------------------------------- verb

@@ -40,7 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_cfg(args: argparse.Namespace) -> dict:
-    cfg = {"source": "embedded", "root": "data", "cache": "results/cache"}
+    from harness.data.layouts import DEFAULT_DATA_CFG
+
+    cfg = dict(DEFAULT_DATA_CFG)
     if args.config:
         from harness.config import load_config
         cfg.update(load_config(args.config)["data"])
@@ -52,20 +54,20 @@ def _data_cfg(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import data
+    from harness.data import DATASETS, dataset_root, is_benchmark, prepare
 
     cfg = _data_cfg(args)
     if args.datasets:
-        unknown = [d for d in args.datasets if d not in data.DATASETS]
+        unknown = [d for d in args.datasets if d not in DATASETS]
         if unknown:
-            raise HarnessError(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(data.DATASETS)}")
-    rows = data.prepare(cfg, args.datasets, tuple(args.scales))
-    where = (f"embedded sets in {data.dataset_root(cfg)}" if cfg["source"] == "embedded"
+            raise HarnessError(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
+    rows = prepare(cfg, args.datasets, tuple(args.scales))
+    where = (f"embedded sets in {dataset_root(cfg)}" if cfg["source"] == "embedded"
              else f"folders under {cfg['root']}")
     print(f"data: {where}; LR cache: {cfg['cache']}")
     width = max(len(r["dataset"]) for r in rows)
     for r in rows:
-        metric = "Y" if data.is_benchmark(r["dataset"]) else "RGB"
+        metric = "Y" if is_benchmark(r["dataset"]) else "RGB"
         lr = "; ".join(f"{s}: {how}" for s, how in r["lr"].items()) or "training set"
         print(f"  {r['dataset']:<{width}}  {r['images']:>4} images  {r['min_size']:>9} .. "
               f"{r['max_size']:<9}  {metric:<3}  {lr}")
