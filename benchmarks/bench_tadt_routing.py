@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.checkpoint import load_baseline_weights  # noqa: E402
 from tadt.model import TADT, Baseline  # noqa: E402
 
 
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     widths = dict(embed_dim=args.embed_dim, num_groups=args.groups, heads=args.heads)
     baseline = Baseline(**widths).to(dev).eval()
     tadt = TADT(**widths).to(dev).eval()
-    tadt.load_baseline_state_dict(baseline.state_dict())
+    load_baseline_weights(tadt, baseline.state_dict())
     h = args.height or args.size
     w = args.width or args.size
     x = torch.randn(args.batch, 3, h, w, device=dev)

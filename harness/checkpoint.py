@@ -11,7 +11,7 @@ never a half-written one)::
      "step": int,                  # optimiser steps done
      "optimizer": dict | None,     # optimizer.state_dict()
      "scheduler": dict | None,     # scheduler.state_dict()
-     "rng": dict | None,           # RNG states (harness.train.rng_state per rank)
+     "rng": dict | None,           # RNG states (harness.training.rng.rng_state per rank)
      "run": dict | None}           # the resolved run spec, for provenance
 
 Everything in it is tensors and plain Python data, so it loads with
@@ -32,7 +32,9 @@ then loaded with ``strict=True``.
 
 Every failure a user can cause -- missing, truncated or corrupt file, a file
 that would need unsafe unpickling, an unknown model name, weights that do not
-fit the model -- is a :class:`harness.cli.HarnessError` naming the file.
+fit the model -- is a :class:`harness.errors.HarnessError` naming the file.
+:func:`load_weights` is the one check that weights fit a model, used by
+:func:`load_model`, training (init and resume) and the Baseline-to-TADT import.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import pickle
 import re
 from collections import Counter, OrderedDict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -218,7 +220,9 @@ def load_model(path, map_location="cpu"):
                            "release ({'model': {'name', 'args', 'sd'}}); top-level keys: "
                            f"{sorted(map(str, ck))[:_MAX_LISTED]}")
     model = _build(spec, path)
-    _load_strict(model, state_dict, path, spec)
+    load_weights(model, state_dict, f"checkpoint {path}",
+                 f"{spec['upsampler']} on {spec['extractor']} (extractor_args "
+                 f"{spec['extractor_args']}, upsampler_args {spec['upsampler_args']})")
     return model.to(map_location).eval(), meta
 
 
@@ -242,11 +246,25 @@ def _listed(items: list[str]) -> str:
     return ", ".join(items[:_MAX_LISTED]) + more
 
 
-def _load_strict(model: torch.nn.Module, state_dict: Mapping[str, Any], path: Path,
-                 spec: Mapping[str, Any]) -> None:
+# -- fitting weights into a model ---------------------------------------------
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Any], source: str,
+                 target: str | None = None, may_lack: Sequence[str] = ()) -> tuple[int, int]:
+    """Copy ``state_dict`` into ``model`` once it is known to fit; returns ``(copied, kept)``.
+
+    Fits means: every tensor of ``state_dict`` has a tensor of the same name and
+    shape in the model, and every tensor of the model is in ``state_dict`` unless
+    its name starts with one of ``may_lack`` (those keep their values and are
+    counted in ``kept``). DDP's ``module.`` and torch.compile's ``_orig_mod.``
+    prefixes are dropped first. Otherwise nothing is copied and a one-line
+    :class:`HarnessError` says ``"<source> does not fit <target>: "`` followed by
+    the missing keys, the unexpected keys and those of another shape, counted and
+    listed (``target`` defaults to the model's class name).
+    """
     state_dict = strip_wrapper_prefix(state_dict)
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
+    absent = [k for k in own if k not in state_dict]
+    kept = [k for k in absent if k.startswith(tuple(may_lack))]
+    missing = [k for k in absent if not k.startswith(tuple(may_lack))]
     unexpected = [k for k in state_dict if k not in own]
     reshaped = [f"{k} {tuple(getattr(state_dict[k], 'shape', ()))} vs {tuple(own[k].shape)}"
                 for k in own if k in state_dict
@@ -259,10 +277,38 @@ def _load_strict(model: torch.nn.Module, state_dict: Mapping[str, Any], path: Pa
             parts.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
         if reshaped:
             parts.append(f"{len(reshaped)} of another shape (file vs model: {_listed(reshaped)})")
-        raise HarnessError(f"checkpoint {path} does not fit {spec['upsampler']} on "
-                           f"{spec['extractor']} (extractor_args {spec['extractor_args']}, "
-                           f"upsampler_args {spec['upsampler_args']}): " + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
+        raise HarnessError(f"{source} does not fit {target or type(model).__name__}: "
+                           + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=not kept)
+    return len(state_dict), len(kept)
+
+
+def load_baseline_weights(model: torch.nn.Module, state_dict: Mapping[str, Any],
+                          source: str = "Baseline state dict",
+                          target: str | None = None) -> tuple[int, int]:
+    """Load a trained Baseline into a TADT: the extractor, or an upsampler on it (``model.encoder``).
+
+    TADT's backbone has exactly the Baseline's keys; the keys under its
+    ``added_key_prefixes`` (the TARC) keep their initialisation. Loading into
+    the extractor also takes an upsampler's state dict (all keys ``encoder.*``).
+    Any other misfit is :func:`load_weights`'s error. Returns ``(copied, kept)``.
+    """
+    encoder = getattr(model, "encoder", model)
+    prefix = "encoder." if encoder is not model else ""
+    if not prefix and state_dict and all(k.startswith("encoder.") for k in state_dict):
+        state_dict = {k[len("encoder."):]: v for k, v in state_dict.items()}
+    added = tuple(prefix + p for p in getattr(encoder, "added_key_prefixes", ()))
+    return load_weights(model, state_dict, source, target, may_lack=added)
+
+
+def weights_of(ck: Mapping[str, Any], path) -> Mapping[str, Any]:
+    """The state dict of a loaded checkpoint: ours (``state_dict``) or a LIIF/LTE release's."""
+    if isinstance(ck.get("state_dict"), Mapping):
+        return ck["state_dict"]
+    model = ck.get("model")
+    if isinstance(model, Mapping) and isinstance(model.get("sd"), Mapping):
+        return model["sd"]
+    raise HarnessError(f"checkpoint {path} holds no model weights")
 
 
 # -- released LIIF/LTE files -------------------------------------------------

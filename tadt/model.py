@@ -472,9 +472,10 @@ class Baseline(nn.Module):
 class TADT(Baseline):
     """Task-Aware Dynamic Transformer: Baseline backbone + TARC.
 
-    Backbone keys are exactly the Baseline's, so a trained Baseline state dict
+    Backbone keys are exactly the Baseline's; TADT adds only the keys under
+    ``added_key_prefixes`` (the TARC). A trained Baseline state dict therefore
     loads with ``load_state_dict(sd, strict=False)`` leaving only ``tarc.*``
-    missing; :meth:`load_baseline_state_dict` does that and checks it.
+    missing; ``harness.checkpoint.load_baseline_weights`` does that and checks it.
 
     Routing with ``routing=None``: training samples ``r ~ Bernoulli(p)`` with
     the straight-through gradient ``dL/dr = dL/dp`` (Eq. 4); eval is
@@ -484,6 +485,7 @@ class TADT(Baseline):
     """
 
     scale_aware = True
+    added_key_prefixes = ("tarc.",)  # state-dict keys a Baseline lacks: the TARC
 
     def __init__(self, *args, beta_mode: str = "learned", eval_routing: str = "topk",
                  tarc_width: int = 32, tarc_scale_hidden: int = 16, **kwargs):
@@ -514,13 +516,3 @@ class TADT(Baseline):
         s = _as_scale(scale, x.shape[0], x.device)
         _, beta, p = self.tarc(x, s)
         return RoutingInfo(self.decide(p), p, beta)
-
-    def load_baseline_state_dict(self, state_dict: dict) -> None:
-        """Load a trained Baseline (extractor keys, or an upsampler's ``encoder.*``
-        keys) into the backbone; the TARC keeps its initialisation."""
-        if state_dict and all(k.startswith("encoder.") for k in state_dict):
-            state_dict = {k[len("encoder."):]: v for k, v in state_dict.items()}
-        res = self.load_state_dict(state_dict, strict=False)
-        missing = [k for k in res.missing_keys if not k.startswith("tarc.")]
-        if missing or res.unexpected_keys:
-            raise KeyError(f"not a Baseline state dict: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}")

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from extractors import EXTRACTORS, create_extractor
+from harness.checkpoint import load_baseline_weights
+from harness.errors import HarnessError
 from tadt import (
     LAMBDA_BETA,
     TADT,
@@ -73,17 +75,17 @@ def test_registered_and_keys_shared():
 
 def test_baseline_checkpoint_loads_into_tadt():
     base, tadt = small("baseline", seed=1), small("tadt", seed=2)
-    tadt.load_baseline_state_dict(base.state_dict())
+    load_baseline_weights(tadt, base.state_dict())
     x = torch.randn(1, 3, 20, 24)
     with torch.no_grad():
         assert torch.equal(base(x), tadt(x, scale=2.0, routing="all"))
     # the upsampler-level keys (encoder.*) work too
     tadt2 = small("tadt", seed=3)
-    tadt2.load_baseline_state_dict({f"encoder.{k}": v for k, v in base.state_dict().items()})
+    load_baseline_weights(tadt2, {f"encoder.{k}": v for k, v in base.state_dict().items()})
     with torch.no_grad():
         assert torch.equal(base(x), tadt2(x, scale=2.0, routing="all"))
-    with pytest.raises(KeyError):
-        tadt.load_baseline_state_dict({"conv_first.weight": base.conv_first.weight})
+    with pytest.raises(HarnessError):
+        load_baseline_weights(tadt, {"conv_first.weight": base.conv_first.weight})
 
 
 # --------------------------------------------------------------------------- shapes and routing API

@@ -23,8 +23,12 @@ from harness.checkpoint import load_checkpoint, load_model
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.config import load_config, run_spec
-from harness.train import (DistInfo, build_model, expected_lr, global_batch, local_batch,
-                           partial_path, seed_everything, train_run)
+from harness.training import train_run
+from harness.training.data_order import global_batch, local_batch, make_train_dataset
+from harness.training.distributed import DistInfo
+from harness.training.resume import partial_path
+from harness.training.rng import seed_everything
+from harness.training.trainer import build_model, expected_lr
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -125,9 +129,8 @@ def test_training_reduces_loss_and_checkpoint_holds_the_resumable_state(workdir,
     spec = run_spec(cfg, "edsr-baseline-liif")
 
     # The loss of the initial model (same seed -> same initial weights) on a fixed batch.
-    from harness.train import make_train_sampler
     from torch.utils.data import default_collate
-    data = make_train_sampler(cfg, spec.train, 123)
+    data = make_train_dataset(cfg, spec.train, 123)
     batch = default_collate([data[i] for i in range(4)])
     seed_everything(spec.train["seed"])
     model0 = build_model(spec)
@@ -173,7 +176,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import torch
     from harness.config import load_config, run_spec
-    from harness import train as T
+    from harness import training as T
     cfg_path, run, out, log, kill_at, mode, init = sys.argv[1:8]
     kill_at = int(kill_at)
     cfg = load_config(cfg_path)

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.evaluate import EVAL_COLUMNS, evaluate_rows, scale_text
     from harness.io import atomic_path
     from harness.metrics import average
-    from harness.train import DistInfo, resolve_device
+    from harness.device import resolve_device
 
     cfg = load_config(*(args.config or [DEFAULT_CONFIG]))
     ev = cfg["evaluation"]
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from harness.checkpoint import load_model
 
-        device = resolve_device(args.device or cfg.get("device", "auto"), DistInfo())
+        device = resolve_device(args.device or cfg.get("device", "auto"))
         model, meta = load_model(args.checkpoint, map_location=device)
         name = args.run or run_name(meta)
 

@@ -296,9 +296,9 @@ def run(args: argparse.Namespace) -> int:
         parse_size(args.size)  # fail on a bad size before building anything
     cfg = _load_cfg(args)
     ext, name = _extractor(args, cfg)
-    from harness.train import DistInfo, resolve_device
+    from harness.device import resolve_device
 
-    device = resolve_device(args.device or (cfg.get("device") if cfg else None) or "cpu", DistInfo())
+    device = resolve_device(args.device or (cfg.get("device") if cfg else None) or "cpu")
     ext = ext.to(device)
     result = _dataset(args, ext, name, cfg) if args.dataset else _one_size(args, ext, name)
     if result.get("note"):

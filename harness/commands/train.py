@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else checkpoint_path(cfg, spec.name)
     log = Path(args.log) if args.log else results_dir(cfg) / "logs" / "train" / f"{spec.name}.csv"
 
-    from harness.train import train_run
+    from harness.training import train_run
 
     train_run(cfg, spec, out, init=args.init, log=log, device=args.device, threads=args.threads,
               progress=args.progress)

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.checkpoint import load_model
     from harness.data import read_image, write_png
     from harness.evaluate import output_size, super_resolve
-    from harness.train import DistInfo, resolve_device
+    from harness.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         size = output_size(h, w, scale)
     else:
         scale = math.sqrt(size[0] / h * size[1] / w)
-    device = resolve_device(args.device, DistInfo())
+    device = resolve_device(args.device)
     model, meta = load_model(args.checkpoint, map_location=device)
     lr = torch.from_numpy(arr.astype(np.float32).transpose(2, 0, 1) / 255.0)
     sr = super_resolve(model, lr, scale, out_shape=size, chunk=args.chunk, tile=args.tile,

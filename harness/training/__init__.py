@@ -1,0 +1,19 @@
+"""Training of one run, split by concern.
+
+- :mod:`~harness.training.trainer`: :class:`Trainer` (owns model, optimiser,
+  scheduler, step, RNG and log of one run) and :func:`train_run`, the entry
+  ``python -m harness train`` calls;
+- :mod:`~harness.training.distributed`: the process layout under torchrun and
+  the collectives;
+- :mod:`~harness.training.data_order`: which items each step sees (epoch
+  permutations, step batches);
+- :mod:`~harness.training.rng`: seeding, saving and restoring RNG streams;
+- :mod:`~harness.training.resume`: partial checkpoints, resume and init weights;
+- :mod:`~harness.training.runlog`: the CSV log and the progress display.
+
+The device rule is :func:`harness.device.resolve_device`; the weight fit check
+is :func:`harness.checkpoint.load_weights`.
+"""
+from harness.training.trainer import Trainer, train_run
+
+__all__ = ["Trainer", "train_run"]

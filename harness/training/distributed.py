@@ -1,0 +1,89 @@
+"""Several training processes under ``torchrun``: who this process is, and the collectives used.
+
+Under ``torchrun`` (``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` in the environment)
+one process runs per GPU (or per CPU share); :func:`process_group` joins them
+(NCCL on GPUs, gloo on CPU) and leaves the group on exit. With one process every
+helper here is a no-op, so the trainer calls them unconditionally.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place among ``world`` processes (``rank``; ``local_rank`` on its node)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def dist_from_env(env: dict | None = None) -> DistInfo:
+    """The process layout torchrun announces in ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``."""
+    env = os.environ if env is None else env
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    rank = int(env.get("RANK", "0") or 0)
+    local = int(env.get("LOCAL_RANK", str(rank)) or 0)
+    return DistInfo(world, rank, local)
+
+
+@contextmanager
+def process_group(dist: DistInfo, device: torch.device) -> Iterator[None]:
+    """Join the default process group for the body (NCCL on CUDA, else gloo); leave it after."""
+    if not dist.enabled:
+        yield
+        return
+    import torch.distributed as tdist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not tdist.is_initialized():
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
+
+
+def gather_objects(obj: Any, dist: DistInfo) -> list:
+    """``obj`` of every process, in rank order (a collective: every rank must call it)."""
+    if not dist.enabled:
+        return [obj]
+    import torch.distributed as tdist
+
+    out = [None] * dist.world
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+def mean_over_processes(values: torch.Tensor, dist: DistInfo) -> torch.Tensor:
+    """The element-wise mean of ``values`` over all processes (in place; a collective)."""
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(values)
+        values /= dist.world
+    return values
+
+
+def barrier(dist: DistInfo) -> None:
+    """Wait for every process (a no-op with one)."""
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.barrier()

@@ -1,0 +1,106 @@
+"""Where a run starts: its partial checkpoint (resume), an init checkpoint, or fresh weights.
+
+Every ``checkpoint_every`` steps the trainer writes the full state to
+``<out>.partial`` (:func:`partial_path`); ``out`` itself is written only when the
+last step is done. Starting the same run again continues from the partial file
+(:func:`find_resume`) unless it was written for a different run spec or, for a
+run with an init checkpoint (TADT's Baseline), from another init file (compared
+by SHA-256): such a file is ignored with a note, never silently continued.
+Settings in ``EXECUTION_KEYS`` change how a run executes, not what it computes,
+so they may differ between the sessions of one run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from harness.checkpoint import load_baseline_weights, load_checkpoint, load_weights, weights_of
+from harness.config import RunSpec
+from harness.errors import HarnessError
+
+EXECUTION_KEYS = {"checkpoint_every", "log_every", "threads", "num_workers", "gpus"}
+
+
+def partial_path(out: str | os.PathLike) -> Path:
+    """Where the resumable checkpoint of a run whose final checkpoint is ``out`` lives."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def remove_stale_temporaries(out: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer of ``out`` or its partial file left behind.
+
+    ``harness.io.atomic_path`` writes ``.<name>.<random>.tmp`` beside the target;
+    a SIGKILL mid-write leaves it (never the target itself). Returns what was removed.
+    """
+    out = Path(out)
+    removed = []
+    if out.parent.is_dir():
+        for name in (out.name, partial_path(out).name):
+            for tmp in out.parent.glob(f".{name}.*.tmp"):
+                if "." not in tmp.name[len(name) + 2:-len(".tmp")]:  # mkstemp's random part
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+    return removed
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _comparable(run: dict | None) -> dict:
+    if not run:
+        return {}
+    run = {k: v for k, v in run.items() if k != "trainer"}
+    run["train"] = {k: v for k, v in (run.get("train") or {}).items() if k not in EXECUTION_KEYS}
+    return run
+
+
+def same_run(saved: dict | None, spec: RunSpec) -> bool:
+    """Whether a checkpoint's ``run`` record was written for ``spec`` (execution settings aside)."""
+    norm = lambda d: json.loads(json.dumps(_comparable(d), sort_keys=True, default=str))  # noqa: E731
+    return norm(saved) == norm(spec.as_dict())
+
+
+def find_resume(part: Path, spec: RunSpec, iterations: int, init_sha: str | None,
+                note: Callable[[str], None]) -> dict | None:
+    """The partial checkpoint ``part`` if this run may continue from it, else None (with a note)."""
+    if not part.is_file():
+        return None
+    try:
+        ck = load_checkpoint(part)
+    except HarnessError as exc:
+        note(f"note: ignoring unreadable partial checkpoint {part} ({exc}); starting afresh")
+        return None
+    saved = ck.get("run") or {}
+    if not (same_run(saved, spec) and 0 < int(ck.get("step", 0)) <= iterations):
+        note(f"note: ignoring {part}: it was written for a different run spec; starting afresh")
+        return None
+    if ((saved.get("trainer") or {}).get("init") or {}).get("sha256") != init_sha:
+        note(f"note: ignoring {part}: it started from another init checkpoint; starting afresh")
+        return None
+    return ck
+
+
+def init_from_checkpoint(model: nn.Module, path: Path, spec: RunSpec) -> tuple[int, int]:
+    """Copy the weights of checkpoint ``path`` into ``model``; returns (copied, new) tensor counts.
+
+    A Baseline checkpoint (or a release, which names no extractor) loads into a
+    TADT run through :func:`harness.checkpoint.load_baseline_weights`: the TARC
+    keeps its fresh initialisation. Otherwise the checkpoint must fit exactly.
+    """
+    ckpt = load_checkpoint(path)
+    sd = weights_of(ckpt, path)
+    saved = ckpt.get("model") if isinstance(ckpt.get("model"), dict) else {}
+    src_ext, src_up = saved.get("extractor"), saved.get("upsampler")
+    if src_up is not None and src_up != spec.upsampler:
+        raise HarnessError(f"init checkpoint {path} is a {src_ext}-{src_up} model; run {spec.name} "
+                           f"needs upsampler {spec.upsampler}")
+    load = load_baseline_weights if src_ext in ("baseline", None) else load_weights
+    return load(model, sd, f"init checkpoint {path}", f"run {spec.name}")

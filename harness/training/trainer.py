@@ -1,0 +1,363 @@
+"""The trainer of one run: the LIIF/LTE protocol, and TADT's fine-tune with Eq. (5).
+
+Protocol. Batches of the training dataset (s ~ U(scale_min, scale_max),
+``patch_size`` LR crops, ``sample_q`` queries) in the order of
+:mod:`harness.training.data_order`, Adam (default betas), ``MultiStepLR`` with
+milestones counted in optimiser steps, L1 on normalised values. For scale-aware
+extractors (TADT) the loss is Eq. (5), ``L1 + lam * L_beta`` with ``L_beta =
+tadt.loss.intensity_loss(beta, s, alpha)`` (Eq. 6/7) and ``beta`` read from
+``encoder.last_routing`` after the forward pass; the model starts from the
+Baseline checkpoint of the same upsampler (``init``), only the TARC is new.
+
+Resume. Every ``checkpoint_every`` steps the full state (weights, optimiser,
+scheduler, step, torch/CUDA/numpy/python RNG states of every process, the
+partial sums of the current log row, elapsed time) is written atomically to
+``<out>.partial`` (:mod:`harness.training.resume`); ``out`` is written when the
+last step is done, and the partial file removed after it. On CPU with a fixed
+seed a run killed at any moment and resumed ends bitwise identical to an
+uninterrupted one (tested). On GPUs resume is exact in data order, RNG streams
+and optimiser state, but cuDNN/NCCL kernels are not bitwise deterministic.
+
+Several processes. Under ``torchrun`` the model is wrapped in
+``DistributedDataParallel``; the global batch ``train.batch_size`` is split
+evenly (it must be divisible by the world size) and only rank 0 writes
+checkpoints and logs. Launch it as ``torchrun --standalone --nproc_per_node N -m
+harness -- train ...``: without the ``--`` torchrun's own parser takes ``--run``
+and ``--log`` for abbreviations of its ``--run-path``/``--log-dir``.
+
+Mixed precision. ``train.amp`` autocasts the forward pass on CUDA to bfloat16
+where supported, else float16 with a ``GradScaler``; it is ignored on CPU.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.checkpoint import load_weights, save_checkpoint, weights_of
+from harness.config import RunSpec, checkpoint_path
+from harness.device import resolve_device
+from harness.errors import HarnessError
+from harness.training.data_order import StepBatches, batches, make_train_dataset
+from harness.training.distributed import (barrier, dist_from_env, gather_objects, mean_over_processes,
+                                          process_group)
+from harness.training.resume import (file_sha256, find_resume, init_from_checkpoint, partial_path,
+                                     remove_stale_temporaries)
+from harness.training.rng import rng_state, seed_everything, set_rng_state
+from harness.training.runlog import CsvLog, Progress, fmt
+
+RANK_SEED_STRIDE = 7919  # per-rank seeds: seed + RANK_SEED_STRIDE * rank
+
+
+def build_model(spec: RunSpec) -> nn.Module:
+    """The fresh model of run ``spec`` (a :class:`HarnessError` for a width it does not take)."""
+    from upsamplers import create_model
+
+    try:
+        return create_model(spec.upsampler, spec.extractor, extractor_args=spec.extractor_args,
+                            upsampler_args=spec.upsampler_args)
+    except TypeError as exc:  # a width key the constructor does not know
+        raise HarnessError(f"cannot build run {spec.name}: {exc}") from None
+
+
+def make_scheduler(optimizer, train: dict):
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(train["milestones"]),
+                                                gamma=float(train["gamma"]))
+
+
+def expected_lr(train: dict, step: int) -> float:
+    """Learning rate applied at 0-based ``step`` (for tests and reports)."""
+    return float(train["lr"]) * float(train["gamma"]) ** bisect.bisect_right(sorted(train["milestones"]), step)
+
+
+def _amp_setup(enabled: bool, device: torch.device, note: Callable[[str], None]):
+    if not enabled:
+        return None, None
+    if device.type != "cuda":
+        note("note: train.amp is ignored on CPU (mixed precision is a GPU option)")
+        return None, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def _empty_window() -> dict:
+    return {"loss": 0.0, "l1": 0.0, "l_beta": 0.0, "beta": 0.0, "n": 0}
+
+
+class Trainer:
+    """One run of ``spec``, trained to the checkpoint ``out``: ``Trainer(...).run()``.
+
+    It owns the run's state: the model (and its DDP wrapper), optimiser,
+    scheduler, gradient scaler, step, the sums of the current log row, the CSV
+    log and the progress display. ``on_step(step)`` is called after every
+    optimiser step (and after the checkpoint of that step, if any); tests use it
+    to kill the process.
+    """
+
+    def __init__(self, cfg: dict, spec: RunSpec, out: str | os.PathLike,
+                 init: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
+                 device: str | None = None, threads: int | None = None, progress: str = "auto",
+                 on_step: Callable[[int], None] | None = None):
+        self.cfg, self.spec, self.out, self.part = cfg, spec, Path(out), partial_path(out)
+        self.log_path, self.progress, self.on_step = log, progress, on_step
+        self.dist = dist_from_env()
+        self.train = dict(spec.train)
+        self.iterations = int(self.train["iterations"])
+        self.batch = int(self.train["batch_size"])
+        self.seed = int(self.train["seed"])
+        if self.batch % self.dist.world:
+            raise HarnessError(f"train.batch_size {self.batch} (the global batch) is not divisible by "
+                               f"the {self.dist.world} processes of this torchrun")
+        self.threads = int(threads or self.train.get("threads") or 1)
+        self.device = resolve_device(device or cfg.get("device"), self.dist.local_rank)
+        self.init_path = (Path(init) if init else
+                          checkpoint_path(cfg, spec.init_from) if spec.init_from else None)
+        self._init_given = bool(init)
+        self.init_sha: str | None = None
+        self.step = self.start = 0
+        self.elapsed0 = 0.0
+        self.window = _empty_window()
+        self.last_row: dict = {}
+
+    # ----------------------------------------------------------------- the run
+
+    def run(self) -> dict:
+        """Train to the last step and write ``out``; returns a summary dict."""
+        torch.set_num_threads(self.threads)
+        self.show = Progress(self.progress, self.spec.name, self.iterations, 0, main=self.dist.is_main)
+        try:
+            resume = self._find_start()
+            with process_group(self.dist, self.device):
+                self._build(resume)
+                return self._fit()
+        finally:
+            self.show.close()
+
+    def _find_start(self) -> dict | None:
+        """Check the init checkpoint; the partial checkpoint to resume from, if any."""
+        if self.dist.is_main:
+            remove_stale_temporaries(self.out)
+        if self.init_path is not None:
+            if not self.init_path.is_file():
+                hint = (f" (train run {self.spec.init_from} first)"
+                        if self.spec.init_from and not self._init_given else "")
+                raise HarnessError(f"init checkpoint {self.init_path} does not exist{hint}")
+            self.init_sha = file_sha256(self.init_path)
+        resume = find_resume(self.part, self.spec, self.iterations, self.init_sha, self.show.note)
+        gpus = int(self.train.get("gpus") or 0)
+        if gpus > 1 and not self.dist.enabled:
+            self.show.note(f"note: train.gpus is {gpus} but this is one process; launch "
+                           f"'torchrun --standalone --nproc_per_node {gpus} -m harness -- train ...' for DDP")
+        return resume
+
+    def _build(self, resume: dict | None) -> None:
+        """Model, optimiser, scheduler, data stream and log, fresh or restored from ``resume``."""
+        spec, dev, dist = self.spec, self.device, self.dist
+        seed_everything(self.seed)
+        self.model = build_model(spec)
+        if resume is None and self.init_path is not None:
+            copied, new = init_from_checkpoint(self.model, self.init_path, spec)
+            self.show.note(f"{spec.name}: initialised {copied} tensors from {self.init_path}"
+                           + (f"; {new} new tensor(s) (TARC) start fresh" if new else ""))
+        self.model.to(dev)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.train["lr"]))
+        self.scheduler = make_scheduler(self.optimizer, self.train)
+        self.amp_dtype, self.scaler = _amp_setup(bool(self.train.get("amp")), dev, self.show.note)
+        if resume is not None:
+            self._restore(resume)
+        elif dist.enabled:
+            # Same initial weights everywhere (DDP broadcasts rank 0's anyway), then
+            # per-rank streams for the model's own randomness (TARC sampling, drop-path).
+            seed_everything(self.seed + RANK_SEED_STRIDE * dist.rank)
+
+        self.scale_aware = bool(getattr(self.model.encoder, "scale_aware", False))  # Eq. 5 adds lam * L_beta
+        self.net: nn.Module = self.model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(self.model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                           find_unused_parameters=self.scale_aware)
+
+        dataset = make_train_dataset(self.cfg, self.train, self.seed)
+        self.n_items = len(dataset)
+        if self.n_items <= 0:
+            raise HarnessError("the training set is empty")
+        sampler = StepBatches(self.n_items, self.batch, self.seed, self.start, self.iterations, dist)
+        self.stream = batches(dataset, sampler, int(self.train.get("num_workers") or 0),
+                              pin_memory=dev.type == "cuda")
+        self.csv = CsvLog(self.log_path if dist.is_main else None, self.start)
+        self.show.resume_at(self.start)
+
+    def _restore(self, resume: dict) -> None:
+        """Weights, optimiser, scheduler, step, RNG streams and log-row sums of a partial checkpoint."""
+        dist = self.dist
+        load_weights(self.model, weights_of(resume, self.part), f"partial checkpoint {self.part}",
+                     f"run {self.spec.name}")
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.scheduler.load_state_dict(resume["scheduler"])
+        self.step = self.start = int(resume["step"])
+        trainer = (resume.get("run") or {}).get("trainer") or {}
+        self.elapsed0 = float(trainer.get("elapsed_s", 0.0))
+        if self.scaler is not None and trainer.get("grad_scaler"):
+            self.scaler.load_state_dict(trainer["grad_scaler"])
+        states = (resume.get("rng") or {}).get("ranks") or []
+        if dist.rank < len(states):
+            set_rng_state(states[dist.rank], self.device)
+            saved_window = states[dist.rank].get("log_window", {})
+        else:  # more processes than when it was saved: a fresh, still deterministic stream
+            seed_everything(self.seed + RANK_SEED_STRIDE * dist.rank + self.start)
+            saved_window = {}
+        self.window.update({k: type(self.window[k])(v) for k, v in saved_window.items() if k in self.window})
+        self.show.note(f"{self.spec.name}: resuming from {self.part} at step {self.start}/{self.iterations}")
+
+    def _fit(self) -> dict:
+        """The training loop from ``self.start``; writes ``out`` and removes the partial file."""
+        log_every = int(self.train["log_every"])
+        ckpt_every = int(self.train["checkpoint_every"])
+        self.net.train()
+        self.t_session = self.t_window = time.perf_counter()
+        for data in self.stream:
+            lr_now = self.optimizer.param_groups[0]["lr"]
+            losses = self._train_step(data)
+            self.step += 1
+            self._account(losses, lr_now)
+            if self.step % log_every == 0 or self.step == self.iterations:
+                self._log_row(lr_now)
+            if self.step % ckpt_every == 0 and self.step < self.iterations:
+                self._save(self.part, self._elapsed())
+            if self.on_step is not None:
+                self.on_step(self.step)
+
+        elapsed = self._elapsed()
+        self._save(self.out, elapsed)
+        if self.dist.is_main and self.part.exists():
+            self.part.unlink()
+        barrier(self.dist)
+        return self._summary(elapsed)
+
+    # ----------------------------------------------------------------- one step
+
+    def _train_step(self, data: dict) -> tuple:
+        """Forward, loss (Eq. 5 for scale-aware extractors), backward and the optimiser step.
+
+        Returns the step's ``(loss, l1, l_beta, beta_mean)`` tensors (the last two
+        None unless the extractor is scale-aware).
+        """
+        dev = self.device
+        inp = data["inp"].to(dev, non_blocking=True)
+        coord = data["coord"].to(dev, non_blocking=True)
+        cell = data["cell"].to(dev, non_blocking=True)
+        gt = data["gt"].to(dev, non_blocking=True)
+        scale = data["scale"].to(dev, non_blocking=True).float().reshape(-1)
+        with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            pred = self.net(inp, coord, cell, scale)
+        l1 = F.l1_loss(pred.float(), gt)
+        loss = l1
+        l_beta = beta_mean = None
+        if self.scale_aware:
+            from tadt.loss import intensity_loss
+
+            beta = self.model.encoder.last_routing.beta.float()
+            l_beta = intensity_loss(beta, scale, list(self.spec.alpha)).mean()
+            loss = l1 + float(self.spec.lam) * l_beta
+            beta_mean = beta.detach().mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.scheduler.step()
+        return loss, l1, l_beta, beta_mean
+
+    def _account(self, losses: tuple, lr_now: float) -> None:
+        """Add the step's losses to the log-row sums (a non-finite loss stops the run)."""
+        loss, l1, l_beta, beta_mean = losses
+        loss_v = float(loss.detach())
+        if not math.isfinite(loss_v):
+            raise HarnessError(f"{self.spec.name}: loss is {loss_v} at step {self.step} "
+                               "(lower train.lr, or disable train.amp)")
+        win = self.window
+        win["loss"] += loss_v
+        win["l1"] += float(l1.detach())
+        if l_beta is not None:
+            win["l_beta"] += float(l_beta.detach())
+            win["beta"] += float(beta_mean)
+        win["n"] += 1
+        self.show.step(loss_v, lr_now)
+
+    def _log_row(self, lr_now: float) -> None:
+        """One CSV row: the means over the steps since the last row, over all processes."""
+        win = self.window
+        sums = torch.tensor([win["loss"], win["l1"], win["l_beta"], win["beta"]], dtype=torch.float64)
+        mean_over_processes(sums, self.dist)
+        now = time.perf_counter()
+        k = max(win["n"], 1)
+        self.last_row = {
+            "step": self.step, "epoch": ((self.step * self.batch) - 1) // self.n_items,
+            "loss": fmt(sums[0].item() / k), "l1": fmt(sums[1].item() / k),
+            "l_beta": fmt(sums[2].item() / k) if self.scale_aware else "",
+            "beta_mean": fmt(sums[3].item() / k) if self.scale_aware else "",
+            "lr": fmt(lr_now), "it_per_s": fmt(k / max(now - self.t_window, 1e-9), ".4g"),
+            "seconds": fmt(self.elapsed0 + now - self.t_session, ".2f"),
+        }
+        if self.dist.is_main:
+            self.csv.write(self.last_row)
+            self.show.line(self.last_row)
+        self.t_window = now
+        self.window = _empty_window()
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def _elapsed(self) -> float:
+        return self.elapsed0 + time.perf_counter() - self.t_session
+
+    def _run_meta(self, elapsed: float) -> dict:
+        meta = self.spec.as_dict()
+        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None
+        meta["trainer"] = {"elapsed_s": elapsed, "world_size": self.dist.world, "device": self.device.type,
+                           "threads": self.threads, "amp": amp, "torch": str(torch.__version__),
+                           "init": ({"path": str(self.init_path), "sha256": self.init_sha}
+                                    if self.init_path else None)}
+        if self.scaler is not None:
+            meta["trainer"]["grad_scaler"] = self.scaler.state_dict()
+        return meta
+
+    def _save(self, path: Path, elapsed: float) -> None:
+        """Write the full state at the current step to ``path`` (a collective: every rank calls it)."""
+        mine = rng_state(self.device)
+        mine["log_window"] = dict(self.window)  # partial CSV-row sums: a resumed row averages the same steps
+        rng = {"ranks": gather_objects(mine, self.dist)}
+        if self.dist.is_main:
+            save_checkpoint(path, self.model, self.spec.model_spec, self.step, optimizer=self.optimizer,
+                            scheduler=self.scheduler, rng=rng, run=self._run_meta(elapsed))
+
+    def _summary(self, elapsed: float) -> dict:
+        session = time.perf_counter() - self.t_session
+        done = self.step - self.start
+        summary = {"run": self.spec.name, "steps": done, "step": self.step, "seconds": elapsed,
+                   "session_seconds": session, "out": str(self.out),
+                   "resumed_from": self.start, "last": self.last_row}
+        if self.dist.is_main:
+            self.show.note(f"{self.spec.name}: {self.step} steps done ({done} this session, "
+                           f"{session:.1f} s), wrote {self.out}")
+        return summary
+
+
+def train_run(cfg: dict, spec: RunSpec, out: str | os.PathLike, init: str | os.PathLike | None = None,
+              log: str | os.PathLike | None = None, device: str | None = None,
+              threads: int | None = None, progress: str = "auto",
+              on_step: Callable[[int], None] | None = None) -> dict:
+    """Train ``spec`` and write its final checkpoint to ``out``; returns a summary dict."""
+    return Trainer(cfg, spec, out, init=init, log=log, device=device, threads=threads,
+                   progress=progress, on_step=on_step).run()
