@@ -208,6 +208,37 @@ def test_state_dict_mismatch_lists_keys(tmp_path):
         ckpt.load_model(path)
 
 
+def test_load_weights_copies_only_what_fits_and_keeps_allowed_keys():
+    src, dst = tiny_model(seed=1), tiny_model(seed=2)
+    sd = OrderedDict((f"module.{k}", v) for k, v in src.state_dict().items())  # as DDP saves it
+    assert ckpt.load_weights(dst, sd, "src") == (len(sd), 0)
+    assert torch.equal(outputs(dst), outputs(src))
+
+    # A key the source lacks is allowed only under may_lack, and keeps its value.
+    dst = tiny_model(seed=2)
+    kept = dst.state_dict()["imnet.layers.0.bias"].clone()
+    partial = {k: v for k, v in src.state_dict().items() if k != "imnet.layers.0.bias"}
+    with pytest.raises(HarnessError, match=r"^src does not fit LIIF: 1 missing keys \(imnet\.layers\.0\.bias\)$"):
+        ckpt.load_weights(dst, partial, "src")
+    assert ckpt.load_weights(dst, partial, "src", "the run", may_lack=("imnet.layers.0.",)) \
+        == (len(partial), 1)
+    assert torch.equal(dst.state_dict()["imnet.layers.0.bias"], kept)
+    assert torch.equal(dst.state_dict()["encoder.head.0.weight"], src.state_dict()["encoder.head.0.weight"])
+
+    # Every kind of misfit in one line; nothing is copied.
+    dst = tiny_model(seed=2)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    bad = dict(partial, extra=torch.zeros(1))
+    bad["encoder.head.0.bias"] = torch.zeros(3)
+    with pytest.raises(HarnessError) as info:
+        ckpt.load_weights(dst, bad, "file x.pth", "run r")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("file x.pth does not fit run r: ")
+    assert msg.endswith("1 missing keys (imnet.layers.0.bias); 1 unexpected keys (extra); 1 of another "
+                        "shape (file vs model: encoder.head.0.bias (3,) vs (16,))")
+    assert all(torch.equal(v, before[k]) for k, v in dst.state_dict().items())
+
+
 @pytest.mark.parametrize("model_spec, needle", [
     ({"name": "ciaosr", "args": {}}, "unknown model 'ciaosr'"),
     ({"name": "liif", "args": {**LIIF_RELEASE_ARGS, "encoder_spec": {"name": "edsr", "args": {}}}},

@@ -341,6 +341,21 @@ def test_tadt_starts_from_the_baseline_and_adds_the_intensity_loss(workdir, base
     assert float(row["l_beta"]) > 0 and float(row["loss"]) == pytest.approx(float(row["l1"]), rel=1e-6)
 
 
+def test_init_that_does_not_fit_lists_the_tensors_in_one_line(workdir, baseline_ckpt, capsys):
+    cfgp = make_cfg(workdir, "wide")
+    raw = yaml.safe_load(cfgp.read_text())
+    raw["extractors"]["baseline"]["embed_dim"] = 12  # the init was trained with 8
+    cfgp.write_text(yaml.safe_dump(raw))
+    out = workdir / "wide" / "tadt.pth"
+    assert cli("--config", str(cfgp), "--run", "tadt-liif", "--out", str(out),
+               "--init", str(baseline_ckpt)) == 2
+    line = _one_error_line(capsys)
+    assert f"init checkpoint {baseline_ckpt} does not fit run tadt-liif: " in line
+    assert "of another shape (file vs model: encoder.conv_first.weight (8, 3, 3, 3) vs (12, 3, 3, 3)" in line
+    assert "missing" not in line  # the TARC may be absent from a Baseline
+    assert not out.exists() and not partial_path(out).exists()
+
+
 # ----------------------------------------------------------------------------- DDP
 
 def test_torchrun_two_processes_gloo_matches_one_process(workdir):
