@@ -93,7 +93,7 @@ def _empty_window() -> dict:
 
 
 class Trainer:
-    """One run of ``spec``, trained to the checkpoint ``out``: ``Trainer(...).run()``.
+    """One run of ``spec``, trained to the checkpoint ``out``: ``Trainer(...).run()``, once.
 
     It owns the run's state: the model (and its DDP wrapper), optimiser,
     scheduler, gradient scaler, step, the sums of the current log row, the CSV
