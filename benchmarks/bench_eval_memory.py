@@ -68,7 +68,7 @@ def model_input(model, lr, scale):
     inp = protocol.normalize(lr).unsqueeze(0)
     ws = getattr(model.encoder, "window_size", None)
     if ws:
-        inp, _ = protocol.pad_to_multiple(inp, ws)
+        inp, _ = protocol.pad_symmetric_past_multiple(inp, ws)
     route = getattr(model.encoder, "routing_for", None)
     return inp, (route(inp, scale) if route else None)
 

@@ -75,19 +75,19 @@ def check_no_upsampling(no_upsampling: bool) -> None:
         raise ValueError("extractors have no upsampling tail; only no_upsampling=True is supported")
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
-    """Pad ``(B, C, H, W)`` at the bottom/right so H and W are multiples of ``multiple``.
+def pad_reflect_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad ``(B, C, H, W)`` at the bottom/right so H and W are multiples of ``multiple``.
 
     Adds 0 pixels where the size already is a multiple (as SwinIR's
-    ``check_image_size``). Reflect padding needs ``pad < size``; inputs smaller
-    than that are reflected repeatedly, which equals a single reflect pad
-    whenever the latter is defined.
+    ``check_image_size``): 0..multiple-1 pixels per side, torch's 'reflect'
+    (``a b c | b a``, the edge pixel not repeated). Reflect padding needs
+    ``pad < size``; inputs smaller than that are reflected repeatedly, which
+    equals a single reflect pad whenever the latter is defined. (The evaluation
+    protocol's padding is another rule: ``harness.protocol.pad_symmetric_past_multiple``.)
     """
     h, w = x.shape[-2:]
     pad_h = (-h) % multiple
     pad_w = (-w) % multiple
-    if mode != "reflect":
-        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if (pad_h or pad_w) else x
     while pad_h > 0 or pad_w > 0:
         cur_h, cur_w = x.shape[-2:]
         step_h = min(pad_h, cur_h - 1)

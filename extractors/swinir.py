@@ -40,31 +40,10 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath, trunc_normal_
 
 from extractors import EXTRACTORS
-from extractors.layers import check_no_upsampling, pad_to_multiple
+from extractors.blocks import Mlp, relative_position_index, window_partition, window_reverse
+from extractors.layers import check_no_upsampling, pad_reflect_to_multiple
 
 SHIFT_MASK_VALUE = -100.0  # the reference's "minus infinity" for cross-region pairs
-
-
-def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """``(B, H, W, C) -> (B * nW, ws * ws, C)``, windows in row-major order per image."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, ws * ws, c)
-
-
-def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``(B * nW, ws * ws, C) -> (B, H, W, C)``."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
-
-
-def relative_position_index(wh: int, ww: int) -> torch.Tensor:
-    """``(wh*ww, wh*ww)`` int64 index into the ``(2wh-1)(2ww-1)`` bias table."""
-    ii, jj = torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")
-    coords = torch.stack((ii.flatten(), jj.flatten()))  # (2, N)
-    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N), query minus key
-    return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
 
 
 def shifted_window_mask(h: int, w: int, ws: int, shift: int, device=None) -> torch.Tensor:
@@ -85,18 +64,6 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int, device=None) -> tor
     return torch.zeros(differ.shape, device=device).masked_fill_(differ, SHIFT_MASK_VALUE)
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a learned relative position bias."""
 
@@ -109,9 +76,11 @@ class WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.fused_attn = fused_attn
-        wh, ww = window_size
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(wh, ww))  # persistent, as LTE
+        if window_size[0] != window_size[1]:
+            raise ValueError(f"windows are square, got {tuple(window_size)}")
+        index, rows = relative_position_index(window_size[0])
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, num_heads))
+        self.register_buffer("relative_position_index", index)  # persistent, as LTE
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -308,7 +277,7 @@ class SwinIR(nn.Module):
 
     def forward(self, x: torch.Tensor, scale=None) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.window_size, mode="reflect")
+        x = pad_reflect_to_multiple(x, self.window_size)
         x_size = tuple(x.shape[-2:])
         # One shift mask per forward, shared by all shifted blocks (they use
         # their stored buffer when the size is the training size).

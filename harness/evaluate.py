@@ -5,7 +5,7 @@ evaluation image; ``python -m harness evaluate`` and ``upscale`` both call it.
 Each protocol rule is imported from :mod:`harness.protocol`, never re-written:
 
 - input: ``normalize(lr)``; window-attention extractors (``encoder.window_size``)
-  get LTE's mirror padding (``protocol.pad_to_multiple``: 1..w pixels on the
+  get LTE's mirror padding (``protocol.pad_symmetric_past_multiple``: 1..w pixels on the
   bottom/right, never 0);
 - queries: the pixel centres of the ``H x W`` output grid
   (``upsamplers.coords.make_coord``) with the cell ``(2/H, 2/W)`` through
@@ -233,7 +233,7 @@ def super_resolve_routed(model: nn.Module, lr: torch.Tensor, scale: float,
         inp = protocol.normalize(lr.to(device=device, dtype=torch.float32)).unsqueeze(0)
         ws = getattr(model.encoder, "window_size", None)
         if ws:
-            inp, _ = protocol.pad_to_multiple(inp, int(ws))
+            inp, _ = protocol.pad_symmetric_past_multiple(inp, int(ws))
         hp, wp = inp.shape[-2:]
         routing = _routing_of(model.encoder, inp, s)
         feat = model.prepare(extract_features(model, inp, s, tile, tile_overlap, routing))

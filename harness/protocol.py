@@ -6,8 +6,10 @@ tests/test_protocol.py and imported from here everywhere (never re-written).
 - ``normalize`` / ``denormalize``: models see ``(x - 0.5) / 0.5`` (LIIF/LTE
   ``data_norm`` sub 0.5, div 0.5 for inputs and targets).
 - ``eval_cell``: the ONE cell rule for evaluation, applied to every model.
-- ``pad_to_multiple`` / ``crop_to``: LTE's mirror padding of window-attention
-  models at evaluation.
+- ``pad_symmetric_past_multiple`` / ``crop_to``: LTE's mirror padding of
+  window-attention models at evaluation (1..w pixels, never 0; the edge pixel
+  repeated). Not the extractors' internal padding,
+  ``extractors.layers.pad_reflect_to_multiple`` (0..w-1 pixels, torch's reflect).
 - ``shave_for`` and ``Y_WEIGHTS``: the border shave and the luma weights of the
   PSNR (used by ``harness.metrics.psnr``).
 """
@@ -20,7 +22,7 @@ import torch
 
 __all__ = [
     "normalize", "denormalize", "TRAIN_SCALE_MAX", "eval_cell", "window_pad_amount",
-    "pad_to_multiple", "pad_for_window", "crop_to", "DIV2K_EXTRA_SHAVE", "Y_WEIGHTS",
+    "pad_symmetric_past_multiple", "crop_to", "DIV2K_EXTRA_SHAVE", "Y_WEIGHTS",
     "shave_for", "MATLAB_SCALES", "matlab_scale",
 ]
 
@@ -75,8 +77,9 @@ def _mirror_index(n: int, length: int, device) -> torch.Tensor:
     return period[torch.arange(length, device=device) % (2 * n)]
 
 
-def pad_to_multiple(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Mirror-pad the bottom and right of ``x (..., H, W)`` by ``window_pad_amount``.
+def pad_symmetric_past_multiple(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Mirror-pad the bottom and right of ``x (..., H, W)`` by ``window_pad_amount``
+    (past the next multiple of ``window``: a side already a multiple gets ``window`` more).
 
     The mirror is LTE's ``cat([x, flip(x)])``: the edge pixel is repeated
     (numpy's 'symmetric' mode: ``a b c | c b a``), which is NOT torch's 'reflect'
@@ -94,10 +97,6 @@ def pad_to_multiple(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[i
     x = x.index_select(-2, _mirror_index(h, hp, x.device))
     x = x.index_select(-1, _mirror_index(w, wp, x.device))
     return x, (h, w)
-
-
-#: The name used in docs/architecture.md.
-pad_for_window = pad_to_multiple
 
 
 def crop_to(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

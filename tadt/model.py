@@ -25,7 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from extractors import EXTRACTORS
-from extractors.layers import pad_to_multiple
+from extractors.blocks import Mlp, relative_position_index, window_grid, window_partition
+from extractors.layers import pad_reflect_to_multiple
 
 BETA_MODES = ("learned", "fixed", "linear")
 EVAL_ROUTINGS = ("topk", "threshold")
@@ -67,22 +68,6 @@ def _trunc_normal_(t: torch.Tensor, std: float = 0.02) -> torch.Tensor:
     return nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
 
 
-def _relative_index(q_size: int, k_size: int, stride: int) -> tuple[torch.Tensor, int]:
-    """Index into a relative-position table for a ``q_size^2`` query window and a
-    ``k_size^2`` key grid whose cells are ``stride`` pixels wide.
-
-    The offset is taken from a query pixel to the top-left pixel of a key cell,
-    so it ranges over ``[-(q_size - stride), q_size - 1]`` per axis: a table of
-    ``(2 q_size - stride)^2`` entries. With ``stride = 1`` this is Swin's
-    ``(2m - 1)^2`` table.
-    """
-    qc = torch.stack(torch.meshgrid(torch.arange(q_size), torch.arange(q_size), indexing="ij")).flatten(1)
-    kc = torch.stack(torch.meshgrid(torch.arange(k_size), torch.arange(k_size), indexing="ij")).flatten(1) * stride
-    rel = qc[:, :, None] - kc[:, None, :] + (q_size - stride)  # (2, Lq, Lk), >= 0
-    side = 2 * q_size - stride
-    return (rel[0] * side + rel[1]).long(), side * side
-
-
 class _AttentionBranch(nn.Module):
     """Shared parts of LSA and GSA: a linear ``C/4 -> 3C/4`` for Q, K, V, a
     relative position bias per head, and scaled-dot-product attention.
@@ -96,12 +81,10 @@ class _AttentionBranch(nn.Module):
         super().__init__()
         if dim % heads:
             raise ValueError(f"branch width {dim} is not divisible by {heads} heads")
-        if window % pooled:
-            raise ValueError(f"pooled size {pooled} does not divide window {window}")
         self.dim, self.window, self.pooled, self.heads = dim, window, pooled, heads
         self.head_dim = dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
-        index, table = _relative_index(window, pooled, window // pooled)
+        index, table = relative_position_index(window, pooled)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(table, heads))
         self.register_buffer("relative_position_index", index, persistent=False)
         _trunc_normal_(self.relative_position_bias_table)
@@ -125,14 +108,6 @@ class _AttentionBranch(nn.Module):
             self._bias_cache = (key, self._gather_bias(table.detach()).to(dtype))
         return self._bias_cache[1]
 
-    def _windows(self, x: torch.Tensor, m: int) -> torch.Tensor:
-        """``(B, H, W, c)`` -> ``(B*nW, m*m, c)`` (a view when one window covers x)."""
-        b, h, w, c = x.shape
-        if h == m and w == m:
-            return x.reshape(b, m * m, c)
-        x = x.reshape(b, h // m, m, w // m, m, c).permute(0, 1, 3, 2, 4, 5)
-        return x.reshape(-1, m * m, c)
-
     def _heads(self, t: torch.Tensor, parts: int) -> torch.Tensor:
         """``(n, L, parts*dim)`` -> ``(parts, n, heads, L, head_dim)`` (a view)."""
         n, length, _ = t.shape
@@ -144,10 +119,10 @@ class _AttentionBranch(nn.Module):
     def _merge(self, o: torch.Tensor, b: int, h: int, w: int, out: Optional[torch.Tensor]) -> torch.Tensor:
         """``(B*nW, heads, m*m, head_dim)`` -> ``(B, H, W, dim)``, written into ``out``."""
         m = self.window
-        o = o.view(b, h // m, w // m, self.heads, m, m, self.head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+        o = window_grid(o.transpose(1, 2), m, h, w)  # (B, H/m, m, W/m, m, heads, head_dim), a view
         if out is None:
             return o.reshape(b, h, w, self.dim)
-        out.view(b, h // m, m, w // m, m, self.heads, self.head_dim).copy_(o)
+        out.view(o.shape).copy_(o)
         return out
 
     def extra_repr(self) -> str:
@@ -162,7 +137,7 @@ class LocalSelfAttention(_AttentionBranch):
 
     def forward(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, h, w, _ = x.shape
-        q, k, v = self._heads(self.qkv(self._windows(x, self.window)), 3)
+        q, k, v = self._heads(self.qkv(window_partition(x, self.window)), 3)
         return self._merge(self._attend(q, k, v), b, h, w, out)
 
 
@@ -173,7 +148,7 @@ class GlobalSelfAttention(_AttentionBranch):
     def forward(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, h, w, _ = x.shape
         m, d = self.window, self.pooled
-        qkv = self.qkv(self._windows(x, m))  # (B*nW, m*m, 3*dim)
+        qkv = self.qkv(window_partition(x, m))  # (B*nW, m*m, 3*dim)
         n = qkv.shape[0]
         q = self._heads(qkv[..., : self.dim], 1)[0]
         kv = qkv[..., self.dim:].view(n, m, m, 2 * self.dim).permute(0, 3, 1, 2)  # channels-last view
@@ -201,17 +176,6 @@ class SliceableLinear(nn.Linear):
         g = self.group_dim
         cols = torch.cat([self.weight[:, j * g:(j + 1) * g] for j in active], dim=1)
         return F.linear(x, cols, self.bias)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class MultiScaleTransformerBlock(nn.Module):
@@ -444,7 +408,7 @@ class Baseline(nn.Module):
     def forward_backbone(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Backbone along routing ``r (B, 4N)``; ``x`` normalised, any size."""
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.window_size)
+        x = pad_reflect_to_multiple(x, self.window_size)
         # One host sync decides the whole path: which branches run at all and
         # which need their output scaled by r (mixed batch or STE gradient).
         rb = r.detach() != 0

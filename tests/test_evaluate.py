@@ -132,7 +132,7 @@ def test_tadt_routes_once_on_the_whole_image_and_tiles_follow_it():
         sr_t, info = super_resolve_routed(model, lr, 3.0, tile=16)
     finally:
         hook.remove()
-    inp, _ = protocol.pad_to_multiple(protocol.normalize(lr)[None], 16)
+    inp, _ = protocol.pad_symmetric_past_multiple(protocol.normalize(lr)[None], 16)
     whole = model.encoder.routing_for(inp, 3.0)
     assert torch.equal(info.r, whole.r) and info.beta is not None
     assert len(seen) > 1 and all(r is not None and torch.equal(r, whole.r) for r in seen)
@@ -159,7 +159,7 @@ def test_window_models_are_mirror_padded_and_cropped_back(extractor):
     lr = rand_lr(37, 53)
     sr = super_resolve(model, lr, 2.0)
     # by hand, LTE's way: pad the LR, predict the padded image's x2 grid, crop
-    padded, _ = protocol.pad_to_multiple(protocol.normalize(lr)[None], ws)
+    padded, _ = protocol.pad_symmetric_past_multiple(protocol.normalize(lr)[None], ws)
     hp, wp = padded.shape[-2:]
     assert (hp - 37, wp - 53) == (protocol.window_pad_amount(37, ws), protocol.window_pad_amount(53, ws))
     manual = protocol.crop_to(reference(model, padded, (2 * hp, 2 * wp), 2.0), (74, 106))

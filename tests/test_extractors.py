@@ -264,7 +264,8 @@ def test_shifted_window_mask_hand_computed():
 
 
 def test_swinir_stored_masks_equal_computed_ones():
-    from extractors.swinir import relative_position_index, shifted_window_mask
+    from extractors.blocks import relative_position_index
+    from extractors.swinir import shifted_window_mask
 
     model = _tiny("swinir")
     block = model.layers[0].residual_group.blocks[1]
@@ -278,7 +279,7 @@ def test_swinir_stored_masks_equal_computed_ones():
     idx = block.attn.relative_position_index
     assert idx.dtype == torch.int64 and idx.shape == (64, 64)
     assert int(idx.min()) == 0 and int(idx.max()) == 224 and int(idx[0, 0]) == 112  # centre = zero offset
-    assert torch.equal(idx, relative_position_index(8, 8))
+    assert torch.equal(idx, relative_position_index(8)[0]) and relative_position_index(8)[1] == 225
     # query (0,0) vs key (7,7): offset (-7,-7) -> table row 0
     assert int(idx[0, 63]) == 0 and int(idx[63, 0]) == 224
 

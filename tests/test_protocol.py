@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from harness.protocol import (DIV2K_EXTRA_SHAVE, Y_WEIGHTS, crop_to, denormalize, eval_cell,
-                              matlab_scale, normalize, pad_for_window, pad_to_multiple, shave_for,
+                              matlab_scale, normalize, pad_symmetric_past_multiple, shave_for,
                               window_pad_amount)
 
 
@@ -34,13 +34,12 @@ def test_window_pad_amount_is_one_to_w_never_zero():
 
 def test_pad_is_lte_symmetric_mirror_and_crop_round_trips():
     x = torch.tensor([[1.0, 2.0, 3.0]])          # (H=1, W=3)
-    padded, shape = pad_to_multiple(x, 4)
+    padded, shape = pad_symmetric_past_multiple(x, 4)
     # W: 3 -> 4 (pad 1): [1, 2, 3 | 3]; H: 1 -> 4 (pad 3): the row repeated.
     assert padded.tolist() == [[1, 2, 3, 3]] * 4 and shape == (1, 3)
-    wide, _ = pad_to_multiple(x, 8)               # pad 5 > W: mirror continues periodically
+    wide, _ = pad_symmetric_past_multiple(x, 8)               # pad 5 > W: mirror continues periodically
     assert wide[0].tolist() == [1, 2, 3, 3, 2, 1, 1, 2]
     assert torch.equal(crop_to(wide, shape), x)
-    assert pad_for_window is pad_to_multiple
 
 
 def test_pad_equals_lte_cat_flip_when_pad_fits():
@@ -49,7 +48,7 @@ def test_pad_equals_lte_cat_flip_when_pad_fits():
     ph, pw = window_pad_amount(11, w), window_pad_amount(13, w)
     lte = torch.cat([x, torch.flip(x, [2])], 2)[:, :, :11 + ph, :]
     lte = torch.cat([lte, torch.flip(lte, [3])], 3)[:, :, :, :13 + pw]
-    ours, shape = pad_to_multiple(x, w)
+    ours, shape = pad_symmetric_past_multiple(x, w)
     assert ours.shape == (2, 3, 16, 16) and torch.equal(ours, lte)
     assert torch.equal(crop_to(ours, shape), x)
     # not torch's 'reflect' (which skips the edge pixel)
@@ -70,3 +69,19 @@ def test_shave_rules():
 def test_matlab_scale():
     assert matlab_scale(2) == 2 and matlab_scale(3.0) == 3 and matlab_scale(4) == 4
     assert matlab_scale(2.5) is None and matlab_scale(6) is None and matlab_scale(1) is None
+
+
+def test_evaluation_padding_is_not_the_extractors_internal_padding():
+    # The protocol mirrors past the next multiple (1..w pixels, edge repeated);
+    # the window extractors reflect to the next multiple (0..w-1, edge not repeated).
+    from extractors.layers import pad_reflect_to_multiple
+
+    x = torch.tensor([[[[1.0, 2.0, 3.0]]]])        # (1, 1, H=1, W=3)
+    sym, _ = pad_symmetric_past_multiple(x, 4)
+    assert sym[0, 0, 0].tolist() == [1, 2, 3, 3] and sym.shape[-2] == 4
+    assert pad_reflect_to_multiple(x, 4)[0, 0].tolist() == [[1, 2, 3, 2]] * 4   # H=1: replicated
+    sym, _ = pad_symmetric_past_multiple(x, 3)     # already a multiple: a whole window more
+    assert sym[0, 0, 0].tolist() == [1, 2, 3, 3, 2, 1]
+    assert pad_reflect_to_multiple(x, 3)[0, 0].tolist() == [[1, 2, 3]] * 3
+    # pad 5 > W - 1: reflected repeatedly
+    assert pad_reflect_to_multiple(x, 8)[0, 0, 0].tolist() == [1, 2, 3, 2, 1, 2, 3, 2]

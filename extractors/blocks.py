@@ -1,0 +1,83 @@
+"""Transformer pieces shared by the window-attention extractors (SwinIR, Baseline/TADT).
+
+- :class:`Mlp`: the feed-forward layer of a transformer block, ``fc1 -> GELU ->
+  fc2`` (keys ``fc1.*``, ``fc2.*``, as in Swin/SwinIR), with optional dropout.
+- :func:`window_partition` / :func:`window_reverse`: a channels-last map cut into
+  non-overlapping square windows and put back; :func:`window_grid` is the view
+  under ``window_reverse``, for callers that write the result into a buffer.
+- :func:`relative_position_index`: the index into a relative-position bias table,
+  for Swin's window-to-window attention and for TADT's global branch, whose
+  keys are pooled cells of the window.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+__all__ = ["Mlp", "window_partition", "window_grid", "window_reverse", "relative_position_index"]
+
+
+class Mlp(nn.Module):
+    """``fc2(drop(GELU(fc1(x))))`` then ``drop``; ``drop = 0`` applies no dropout layer at all."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """``(B, H, W, C) -> (B * nW, ws * ws, C)``, windows in row-major order per image.
+
+    H and W must be multiples of ``ws``; ``x`` may be a strided view (a channel
+    slice). When one window covers ``x`` the result is a view.
+    """
+    b, h, w, c = x.shape
+    if h == ws and w == ws:
+        return x.reshape(b, ws * ws, c)
+    x = x.reshape(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, ws * ws, c)
+
+
+def window_grid(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
+    """``(B * nW, ws * ws, *C) -> (B, H / ws, ws, W / ws, ws, *C)``: a view in image order.
+
+    Reshaping it to ``(B, H, W, *C)`` is :func:`window_reverse`; copying it into a
+    buffer viewed the same way writes the image without an intermediate copy.
+    """
+    rest = windows.shape[2:]
+    x = windows.view(-1, h // ws, w // ws, ws, ws, *rest)
+    return x.permute(0, 1, 3, 2, 4, *range(5, x.dim()))
+
+
+def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B * nW, ws * ws, C) -> (B, H, W, C)``."""
+    return window_grid(windows, ws, h, w).reshape(-1, h, w, *windows.shape[2:])
+
+
+def relative_position_index(window: int, pooled: int | None = None) -> tuple[torch.Tensor, int]:
+    """Index ``(window^2, pooled^2)`` into a relative-position bias table, and the table's rows.
+
+    Queries are the pixels of a ``window x window`` window; keys are a
+    ``pooled x pooled`` grid of cells ``stride = window / pooled`` pixels wide
+    (``pooled`` None: the window's own pixels, stride 1). The offset runs from a
+    query pixel to the top-left pixel of a key cell, ``[-(window - stride),
+    window - 1]`` per axis, so the table has ``(2 window - stride)^2`` rows; with
+    stride 1 this is Swin's ``(2 window - 1)^2`` table and its index
+    ``(dy + window - 1) (2 window - 1) + (dx + window - 1)`` (query minus key).
+    Rows and columns are in row-major pixel / cell order; the dtype is int64.
+    """
+    pooled = window if pooled is None else pooled
+    if window % pooled:
+        raise ValueError(f"pooled size {pooled} does not divide window {window}")
+    stride = window // pooled
+    qc = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    kc = torch.stack(torch.meshgrid(torch.arange(pooled), torch.arange(pooled), indexing="ij")).flatten(1) * stride
+    rel = qc[:, :, None] - kc[:, None, :] + (window - stride)  # (2, Lq, Lk), >= 0
+    side = 2 * window - stride
+    return rel[0] * side + rel[1], side * side
