@@ -76,11 +76,14 @@ import torch
 from torch import nn
 
 from harness import protocol
+from harness.scales import format_scale
+from upsamplers import DEFAULT_CHUNK
+from upsamplers.base import decode_in_chunks
 from upsamplers.coords import make_coord
 
 __all__ = ["output_size", "conv_receptive_radius", "default_tile_overlap", "extract_features",
            "super_resolve", "super_resolve_routed", "bicubic_upscale", "EVAL_COLUMNS",
-           "evaluate_rows", "scale_text", "GLOBAL_OVERLAP"]
+           "evaluate_rows", "GLOBAL_OVERLAP"]
 
 #: Default overlap (LR pixels, before rounding up to the window) for extractors
 #: whose receptive field is effectively the whole image (see the module docstring).
@@ -213,7 +216,7 @@ def _check_lr(lr: torch.Tensor) -> None:
 
 @torch.no_grad()
 def super_resolve_routed(model: nn.Module, lr: torch.Tensor, scale: float,
-                         out_shape: Optional[Sequence[int]] = None, chunk: int = 30000,
+                         out_shape: Optional[Sequence[int]] = None, chunk: int = DEFAULT_CHUNK,
                          tile: int = 0, tile_overlap: Optional[int] = None):
     """:func:`super_resolve`, also returning the routing used (``RoutingInfo`` for
     TADT/Baseline, else None)."""
@@ -247,21 +250,21 @@ def super_resolve_routed(model: nn.Module, lr: torch.Tensor, scale: float,
             xs = (xs + 1) * (w / wp) - 1
         cell = protocol.eval_cell(torch.tensor([2.0 / H * h / hp, 2.0 / W * w / wp], device=device), s)
 
+        def queries(i: int, j: int):
+            idx = torch.arange(i, j, device=device)
+            return torch.stack([ys[idx // W], xs[idx % W]], dim=-1).unsqueeze(0), cell.expand(1, j - i, 2)
+
         out = torch.empty(3, H * W, dtype=torch.float32, device=device)
-        for i in range(0, H * W, chunk):
-            idx = torch.arange(i, min(i + chunk, H * W), device=device)
-            coord = torch.stack([ys[idx // W], xs[idx % W]], dim=-1).unsqueeze(0)
-            q_cell = cell.expand(1, idx.numel(), 2)
-            rgb = model.query_rgb(inp, feat, coord, q_cell)
-            out[:, i:i + idx.numel()] = rgb[0].t()
-            del rgb, coord
+        for i, j, rgb in decode_in_chunks(model, inp, feat, H * W, queries, chunk):
+            out[:, i:j] = rgb[0].t()
+            del rgb
         del feat
         sr = protocol.denormalize(out.view(3, H, W)).clamp_(0, 1)
     return sr.to(lr.device), routing
 
 
 def super_resolve(model: nn.Module, lr: torch.Tensor, scale: float,
-                  out_shape: Optional[Sequence[int]] = None, chunk: int = 30000,
+                  out_shape: Optional[Sequence[int]] = None, chunk: int = DEFAULT_CHUNK,
                   tile: int = 0, tile_overlap: Optional[int] = None) -> torch.Tensor:
     """SR image ``(3, H, W)`` in [0, 1] (clamped, not rounded) of ``lr (3, h, w)`` in [0, 1].
 
@@ -295,17 +298,12 @@ def bicubic_upscale(lr: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- evaluation
 
-def scale_text(scale: float) -> str:
-    """How a scale is written in the CSV: ``2``, ``2.5``, ``3.7`` (10 significant digits)."""
-    return format(float(scale), ".10g")
-
-
 #: Columns of the per-image CSV written by ``python -m harness evaluate``.
 EVAL_COLUMNS = ("run", "dataset", "scale", "image", "psnr", "active_branches", "beta")
 
 
 def evaluate_rows(model: Optional[nn.Module], data_cfg, dataset: str, scales: Sequence[float],
-                  run: str, chunk: int = 30000, tile: int = 0, tile_overlap: Optional[int] = None,
+                  run: str, chunk: int = DEFAULT_CHUNK, tile: int = 0, tile_overlap: Optional[int] = None,
                   max_images: int = 0, on_image=None) -> Iterator[dict]:
     """Per-image rows (:data:`EVAL_COLUMNS`) of ``model`` (None = bicubic) on ``dataset``.
 
@@ -329,7 +327,7 @@ def evaluate_rows(model: Optional[nn.Module], data_cfg, dataset: str, scales: Se
                 sr, info = bicubic_upscale(lr, out_shape), None
             else:
                 sr, info = super_resolve_routed(model, lr, s, out_shape, chunk, tile, tile_overlap)
-            row = {"run": run, "dataset": dataset, "scale": scale_text(s), "image": name,
+            row = {"run": run, "dataset": dataset, "scale": format_scale(s), "image": name,
                    "psnr": psnr(sr, hr, s, y_channel), "active_branches": "", "beta": ""}
             if routed and info is not None:
                 row["active_branches"] = int(info.active[0])

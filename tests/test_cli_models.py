@@ -150,3 +150,25 @@ def test_flops_checkpoint_mode_uses_the_checkpoints_tarc(capsys, tmp_path):
     img = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert res["routing"] == FL.decide_routing(enc, img, 3.0)
     assert res["flops"] == FL.direct_extractor_flops(enc, scale=3.0, image=img)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["flops", "--extractor", "edsr-baseline", "--size", "8x8", "--scale", "nan"], "bad --scale 'nan'"),
+    (["flops", "--extractor", "edsr-baseline", "--size", "8x8", "--scale", "two"], "bad --scale 'two'"),
+    (["flops", "--extractor", "edsr-baseline", "--dataset", "set5", "--scales", "2,,4", "--out", "{tmp}/f.csv"],
+     "bad --scales '2,,4'"),
+    (["flops", "--extractor", "edsr-baseline", "--dataset", "set5", "--scales", "0.5", "--out", "{tmp}/f.csv"],
+     "scales must be >= 1"),
+    (["evaluate", "--bicubic", "--dataset", "set5", "--scales", "2,inf", "--out", "{tmp}/e.csv"],
+     "bad --scales '2,inf'"),
+    (["evaluate", "--bicubic", "--dataset", "set5", "--scales", "", "--out", "{tmp}/e.csv"], "bad --scales: empty"),
+    (["upscale", "{tmp}/in.png", "--scale", "inf", "--checkpoint", "{tmp}/c.pth", "-o", "{tmp}/o.png"],
+     "bad --scale 'inf'"),
+    (["upscale", "{tmp}/in.png", "--size", "10x0", "--checkpoint", "{tmp}/c.pth", "-o", "{tmp}/o.png"],
+     "bad --size '10x0'"),
+])
+def test_scale_and_size_errors_are_one_line_in_every_verb(capsys, tmp_path, argv, message):
+    code, out, err = run_cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert code == 2 and out == ""
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())   # nothing written

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upsamplers import UPSAMPLERS, create_model, upsampler_names
+from upsamplers import DEFAULT_CHUNK, UPSAMPLERS, create_model, upsampler_names
 from upsamplers.base import area_weights, ensemble_query, scale_from_cell
 from upsamplers.coords import make_coord, make_cell
 from upsamplers.lte import LTEFeatures
@@ -139,6 +139,82 @@ def test_predict_chunked_equals_unchunked(name):
         torch.testing.assert_close(part, whole, atol=1e-6, rtol=0)
     with pytest.raises(ValueError):
         model.predict(inp, coord, cell, chunk=0)
+
+
+def test_decode_in_chunks_makes_queries_on_demand_and_covers_every_query():
+    from upsamplers.base import decode_in_chunks
+
+    class Echo:  # query_rgb returns each query's coordinates and cell: its place in the output
+        def query_rgb(self, inp, feat, coord, cell):
+            return torch.cat([coord, cell[..., :1]], dim=-1)
+
+    coord = torch.arange(2 * 23 * 2, dtype=torch.float32).view(2, 23, 2)
+    cell = -coord
+    events = []
+
+    def queries(i, j):
+        events.append(("make", i, j))
+        return coord[:, i:j], cell[:, i:j]
+
+    pieces = []
+    for i, j, rgb in decode_in_chunks(Echo(), None, None, 23, queries, chunk=10):
+        events.append(("got", i, j))
+        pieces.append(rgb)
+    assert events == [("make", 0, 10), ("got", 0, 10), ("make", 10, 20), ("got", 10, 20),
+                      ("make", 20, 23), ("got", 20, 23)]
+    assert [p.shape for p in pieces] == [(2, 10, 3), (2, 10, 3), (2, 3, 3)]
+    assert torch.equal(torch.cat(pieces, 1), torch.cat([coord, cell[..., :1]], -1))
+    assert list(decode_in_chunks(Echo(), None, None, 0, queries)) == []
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="chunk must be >= 1"):
+            next(decode_in_chunks(Echo(), None, None, 23, queries, chunk=bad))
+
+
+def test_evaluation_and_predict_decode_through_the_one_chunked_decoder(monkeypatch):
+    import harness.evaluate
+    import upsamplers.base
+    from harness.evaluate import super_resolve
+
+    calls = []
+    real = upsamplers.base.decode_in_chunks
+
+    def spy(model, inp, feat, n, queries, chunk=DEFAULT_CHUNK):
+        calls.append((n, chunk))
+        return real(model, inp, feat, n, queries, chunk)
+
+    monkeypatch.setattr(harness.evaluate, "decode_in_chunks", spy)
+    monkeypatch.setattr(upsamplers.base, "decode_in_chunks", spy)
+    torch.manual_seed(4)
+    model = build("liif").eval()
+    lr = torch.rand(3, 8, 9)
+    whole = super_resolve(model, lr, 2.0, chunk=10 ** 6)
+    assert torch.equal(super_resolve(model, lr, 2.0, chunk=50), whole)
+    coord, cell = grid_queries(1, 16, 18)
+    model.predict(torch.randn(1, 3, 8, 9), coord, cell, chunk=40)
+    model.predict(torch.randn(1, 3, 8, 9), coord, cell)
+    assert calls == [(288, 10 ** 6), (288, 50), (288, 40), (288, DEFAULT_CHUNK)]
+
+
+def test_the_chunk_default_is_one_number():
+    import inspect
+
+    from harness import evaluate
+    from harness.cli import build_parser
+    from harness.config import ROOT, load_config
+    from upsamplers.base import ArbitraryScaleUpsampler, decode_in_chunks
+
+    defaults = [inspect.signature(f).parameters["chunk"].default
+                for f in (decode_in_chunks, ArbitraryScaleUpsampler.predict, evaluate.super_resolve,
+                          evaluate.super_resolve_routed, evaluate.evaluate_rows)]
+    assert defaults == [DEFAULT_CHUNK] * 5 and DEFAULT_CHUNK == 30000
+    args = build_parser().parse_args(["upscale", "in.png", "--scale", "2", "--checkpoint", "c.pth", "-o", "o.png"])
+    assert args.chunk == DEFAULT_CHUNK
+    import yaml
+
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    assert schema["properties"]["evaluation"]["properties"]["chunk"]["default"] == DEFAULT_CHUNK
+    for cfg in ("default.yaml", "paper.yaml"):
+        assert load_config(ROOT / "config" / cfg)["evaluation"]["chunk"] == DEFAULT_CHUNK
 
 
 @pytest.mark.parametrize("name", NAMES)

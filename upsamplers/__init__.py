@@ -11,6 +11,11 @@ from harness.registry import Registry
 
 UPSAMPLERS = Registry("upsampler")
 
+#: Queries decoded at once by ``upsamplers.base.decode_in_chunks`` unless told
+#: otherwise: the default of ``predict``, of evaluation and of ``upscale --chunk``
+#: (``evaluation.chunk`` in config/schema.yaml has the same default; a test checks it).
+DEFAULT_CHUNK = 30000
+
 
 def _import_all() -> None:
     import importlib

@@ -5,7 +5,7 @@ Every upsampler owns its extractor as ``self.encoder`` and exposes::
     feat = model.gen_feat(inp, scale)              # runs the encoder once
     rgb  = model.query_rgb(inp, feat, coord, cell)  # any number of times
     rgb  = model(inp, coord, cell, scale=None)      # both at once (training)
-    rgb  = model.predict(inp, coord, cell, scale=None, chunk=30000)  # inference
+    rgb  = model.predict(inp, coord, cell, scale=None, chunk=DEFAULT_CHUNK)  # inference
 
 ``inp`` is the normalised LR image ``(B, 3, h, w)``; ``coord`` and ``cell`` are
 ``(B, Q, 2)`` in the ij order of :mod:`upsamplers.coords`; the result is
@@ -29,12 +29,13 @@ explicitly. ``gen_feat`` has no cell, so it passes ``scale`` on as given.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from upsamplers import DEFAULT_CHUNK
 from upsamplers.coords import make_coord
 
 Scale = float | torch.Tensor | None
@@ -126,6 +127,25 @@ def ensemble_query(coord: torch.Tensor, h: int, w: int, local_ensemble: bool,
     return out
 
 
+def decode_in_chunks(model: nn.Module, inp: torch.Tensor, feat: Any, n: int,
+                     queries: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+                     chunk: int = DEFAULT_CHUNK) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Decode ``n`` queries ``chunk`` at a time: yields ``(i, j, rgb)`` for queries ``i..j-1``.
+
+    ``queries(i, j)`` returns that slice's ``coord`` and ``cell`` ``(B, j - i, 2)``
+    (made on demand, so no caller needs all ``n`` coordinates at once); ``rgb`` is
+    ``model.query_rgb(inp, feat, coord, cell)``, ``(B, j - i, 3)``. Decoder memory
+    grows with ``chunk``, not with ``n``; queries are independent, so the
+    pieces equal one unchunked ``query_rgb``.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    for i in range(0, n, chunk):
+        j = min(i + chunk, n)
+        coord, cell = queries(i, j)
+        yield i, j, model.query_rgb(inp, feat, coord, cell)
+
+
 class ArbitraryScaleUpsampler(nn.Module):
     """Base class: an extractor (``self.encoder``) plus a coordinate-queried decoder."""
 
@@ -162,8 +182,8 @@ class ArbitraryScaleUpsampler(nn.Module):
 
     @torch.no_grad()
     def predict(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
-                scale: Scale = None, chunk: int = 30000) -> torch.Tensor:
-        """Inference without autograd: features once, then ``chunk`` queries at a time.
+                scale: Scale = None, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+        """Inference without autograd: features once, then :func:`decode_in_chunks`.
 
         Peak decoder memory grows with ``chunk``, not with the number of
         queries; the result equals :meth:`forward`'s (queries are independent).
@@ -171,9 +191,8 @@ class ArbitraryScaleUpsampler(nn.Module):
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         feat = self.gen_feat(inp, self.resolve_scale(inp, cell, scale))
-        n = coord.shape[1]
-        parts = [self.query_rgb(inp, feat, coord[:, i:i + chunk], cell[:, i:i + chunk])
-                 for i in range(0, n, chunk)]
+        parts = [rgb for _, _, rgb in decode_in_chunks(
+            self, inp, feat, coord.shape[1], lambda i, j: (coord[:, i:j], cell[:, i:j]), chunk)]
         if not parts:
             return coord.new_zeros(coord.shape[0], 0, 3)
         return torch.cat(parts, dim=1)

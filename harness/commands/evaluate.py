@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 
 from harness.errors import HarnessError
+from harness.scales import format_scale, parse_scales, scale_label
 
 HELP = "PSNR of a checkpoint (or the bicubic floor) on a dataset at given scales, per image"
 DESCRIPTION = """\
@@ -68,19 +68,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="tqdm bar on stderr (auto: when stderr is a terminal, else one line per scale)")
 
 
-def parse_scales(text: str) -> list[float]:
-    try:
-        scales = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise HarnessError(f"--scales must be numbers separated by commas, got {text!r}") from None
-    if not scales:
-        raise HarnessError("--scales is empty")
-    bad = [s for s in scales if not math.isfinite(s) or s < 1]
-    if bad:
-        raise HarnessError(f"--scales must be >= 1 (SR scales), got {bad[0]:g}")
-    return list(dict.fromkeys(scales))
-
-
 def _positive(value, name: str, minimum: int) -> None:
     if value is not None and value < minimum:
         raise HarnessError(f"{name} must be >= {minimum}, got {value}")
@@ -100,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.config import DEFAULT_CONFIG, load_config
     from harness.data import hr_files, is_benchmark
-    from harness.evaluate import EVAL_COLUMNS, evaluate_rows, scale_text
+    from harness.evaluate import EVAL_COLUMNS, evaluate_rows
     from harness.io import atomic_path
     from harness.metrics import average
     from harness.device import resolve_device
@@ -141,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
 
     def on_image(s, image):
         bar.update(1)
-        key = scale_text(s)
+        key = format_scale(s)
         if not bar_on and len(done.get(key, ())) == n_images:
-            print(f"{name} {args.dataset} x{key}: {n_images} images, mean PSNR "
+            print(f"{name} {args.dataset} {scale_label(s)}: {n_images} images, mean PSNR "
                   f"{average(done[key]):.4f} dB", file=sys.stderr, flush=True)
 
     with atomic_path(args.out) as tmp:
@@ -161,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
     metric = "Y, shave s" if y_channel else "RGB, shave s+6"
     print(f"{name} on {args.dataset} ({metric}), mean PSNR per scale:", file=sys.stderr)
     for s in scales:
-        vals = done.get(scale_text(s), [])
+        vals = done.get(format_scale(s), [])
         mean = f"{average(vals):.4f} dB" if vals else "no images"
-        print(f"  x{scale_text(s)}: {mean} ({len(vals)} images)", file=sys.stderr)
+        print(f"  {scale_label(s)}: {mean} ({len(vals)} images)", file=sys.stderr)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import sys
 
 from harness.errors import HarnessError
+from harness.scales import format_scale, parse_scale, parse_scales, parse_size, scale_label, scale_number
 
 HELP = "FLOPs (fvcore convention) of an extractor on a size, or per image of a dataset"
 DESCRIPTION = """\
@@ -62,7 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="count the extractor (model.encoder) of this checkpoint instead")
     where = parser.add_argument_group("one size")
     where.add_argument("--size", metavar="HxW", help="LR input size, height x width, e.g. 768x1020")
-    where.add_argument("--scale", type=float, default=None,
+    where.add_argument("--scale", default=None,
                        help="SR scale (TADT's TARC needs it when --routing is not given)")
     where.add_argument("--routing", metavar="all|none|BITS", default=None,
                        help="force the path of a routed extractor (baseline, tadt)")
@@ -80,34 +80,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="where the TARC and the small counting runs execute (default: the "
                              "config's 'device' with --config, else cpu); counts do not depend on it")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-# --------------------------------------------------------------------------- parsing
-
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX\u00d7]\s*(\d+)\s*$")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    m = _SIZE.match(text or "")
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise HarnessError(f"bad --size {text!r}: expected HEIGHTxWIDTH with positive integers, e.g. 768x1020")
-    return int(m.group(1)), int(m.group(2))
-
-
-def parse_scales(text: str) -> list[float]:
-    try:
-        scales = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise HarnessError(f"bad --scales {text!r}: expected numbers separated by commas, e.g. 2,3,4") from None
-    if not scales or any(s < 1 for s in scales):
-        raise HarnessError(f"bad --scales {text!r}: expected scales >= 1, e.g. 2,3,4")
-    return scales
-
-
-def _fmt_scale(s: float | None):
-    if s is None:
-        return None
-    return int(s) if float(s).is_integer() else float(s)
 
 
 # --------------------------------------------------------------------------- building
@@ -217,7 +189,7 @@ def _one_size(args, ext, name: str) -> dict:
             count = F.count_extractor(ext, h, w, scale=args.scale, routing=bits, image=image)
     except ValueError as exc:
         raise HarnessError(str(exc)) from None
-    out = {"extractor": name, "size": f"{h}x{w}", "h": h, "w": w, "scale": _fmt_scale(args.scale),
+    out = {"extractor": name, "size": f"{h}x{w}", "h": h, "w": w, "scale": scale_number(args.scale),
            "gflops": count.gflops, "flops": count.flops, "params": F.param_count(ext),
            "method": "direct" if args.direct else "fast"}
     if F.is_routed(ext):
@@ -265,7 +237,7 @@ def _dataset(args, ext, name: str, cfg) -> dict:
                     c = F.count_extractor(ext, h, w, scale=s, routing=bits, image=image)
             except ValueError as exc:
                 raise HarnessError(str(exc)) from None
-            rows.append({"image": img_name, "scale": _fmt_scale(s), "h": h, "w": w,
+            rows.append({"image": img_name, "scale": format_scale(s), "h": h, "w": w,
                          "gflops": f"{c.gflops:.6f}",
                          "active_branches": "" if c.active_branches is None else c.active_branches,
                          "routing": c.routing or "",
@@ -273,8 +245,8 @@ def _dataset(args, ext, name: str, cfg) -> dict:
             n += 1
             total += c.gflops
         if n == 0:
-            raise HarnessError(f"dataset {args.dataset} yielded no images at x{_fmt_scale(s)}")
-        summary[str(_fmt_scale(s))] = {"images": n, "mean_gflops": total / n}
+            raise HarnessError(f"dataset {args.dataset} yielded no images at {scale_label(s)}")
+        summary[format_scale(s)] = {"images": n, "mean_gflops": total / n}
     with atomic_path(args.out) as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
@@ -293,7 +265,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset is None and args.size is None:
         raise HarnessError("give --size HxW, or --dataset NAME with --out CSV")
     if args.size is not None:
-        parse_size(args.size)  # fail on a bad size before building anything
+        parse_size(args.size)  # fail on a bad size or scale before building anything
+    if args.scale is not None:
+        args.scale = parse_scale(args.scale)
     cfg = _load_cfg(args)
     ext, name = _extractor(args, cfg)
     from harness.device import resolve_device

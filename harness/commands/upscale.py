@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.scales import parse_scale, parse_size
+from upsamplers import DEFAULT_CHUNK
 
 HELP = "super-resolve one image at any scale (or to a given size) with a checkpoint"
 DESCRIPTION = """\
@@ -38,7 +39,7 @@ Example:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", metavar="IMAGE", help="input image (png, jpg, bmp, tif, ...)")
     size = parser.add_mutually_exclusive_group(required=True)
-    size.add_argument("--scale", type=float, metavar="S", help="upscaling factor (> 0), e.g. 3.7")
+    size.add_argument("--scale", metavar="S", help="upscaling factor (> 0), e.g. 3.7")
     size.add_argument("--size", metavar="HxW", help="output size in pixels, e.g. 1080x1920")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT.pth",
                         help="our checkpoint or a released LIIF/LTE one")
@@ -47,22 +48,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="LR tile size for feature extraction (0 = whole image)")
     parser.add_argument("--tile-overlap", type=int, metavar="N",
                         help="overlap around each tile (default: the extractor's, see harness/evaluate.py)")
-    parser.add_argument("--chunk", type=int, default=30000, metavar="Q", help="queries per chunk")
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, metavar="Q",
+                        help=f"queries decoded at once (default {DEFAULT_CHUNK})")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise HarnessError(f"--size must be HxW with positive integers (e.g. 1080x1920), got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
 def run(args: argparse.Namespace) -> int:
     # Every argument is checked before anything is loaded or written.
-    if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
-        raise HarnessError(f"--scale must be a positive number, got {args.scale:g}")
+    scale = parse_scale(args.scale) if args.scale is not None else None
     size = parse_size(args.size) if args.size is not None else None
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -88,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     arr = read_image(args.image)                     # unreadable: HarnessError naming the file
     h, w = arr.shape[:2]
     if size is None:
-        scale = float(args.scale)
         size = output_size(h, w, scale)
     else:
         scale = math.sqrt(size[0] / h * size[1] / w)
