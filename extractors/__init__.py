@@ -23,13 +23,13 @@ def extractor_names() -> list[str]:
     return EXTRACTORS.names()
 
 
+#: The modules whose classes register themselves (a missing one is an import error).
+MODULES = ("extractors.edsr", "extractors.rdn", "extractors.rcan", "extractors.swinir", "tadt.model")
+
+
 def _import_all() -> None:
     # Importing the modules fills the registry through their decorators.
     import importlib
 
-    for mod in ("extractors.edsr", "extractors.rdn", "extractors.rcan", "extractors.swinir", "tadt.model"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+    for mod in MODULES:
+        importlib.import_module(mod)

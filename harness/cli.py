@@ -2,7 +2,9 @@
 
 Each verb lives in ``harness/commands/<verb>.py`` and defines
 ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``.
-Modules are imported only when their verb is used, so ``--help`` is fast.
+Building the parser imports every verb module (for its help line); the modules
+import torch, the models and the data code only inside ``run``, so ``--help``
+is fast (tests/test_cli_models.py checks that it imports no torch).
 """
 from __future__ import annotations
 
@@ -39,12 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, modname in VERBS.items():
-        try:
-            mod = importlib.import_module(f"harness.commands.{modname}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"harness.commands.{modname}":
-                continue  # verb not built yet
-            raise
+        mod = importlib.import_module(f"harness.commands.{modname}")  # a missing module is an error
         p = sub.add_parser(verb, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.configure(p)

@@ -172,3 +172,31 @@ def test_scale_and_size_errors_are_one_line_in_every_verb(capsys, tmp_path, argv
     assert code == 2 and out == ""
     assert message in err and err.startswith("error: ") and err.count("\n") == 1
     assert not list(tmp_path.iterdir())   # nothing written
+
+
+def test_a_missing_verb_module_is_an_import_error(monkeypatch):
+    import harness.cli
+
+    monkeypatch.setitem(harness.cli.VERBS, "renamed", "renamed_away")
+    with pytest.raises(ModuleNotFoundError) as info:
+        harness.cli.build_parser()
+    assert info.value.name == "harness.commands.renamed_away"
+
+
+def test_help_lists_every_verb_without_importing_torch():
+    import os
+    import subprocess
+    import sys
+
+    from harness.cli import VERBS
+    from harness.config import ROOT
+
+    probe = ("import sys; from harness.cli import build_parser; h = build_parser().format_help(); "
+             "print(sorted(m for m in ('torch', 'numpy', 'extractors', 'upsamplers.base') if m in sys.modules)); "
+             "print(h)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT,
+                         check=True).stdout
+    assert out.splitlines()[0] == "[]"
+    listed = [line.split()[0] for line in out.splitlines()[1:] if line.startswith("    ") and line[4] != " "]
+    assert listed == list(VERBS)

@@ -294,6 +294,31 @@ def test_swinir_activation_checkpointing_gives_same_gradients():
     assert grads[0] is not None and torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["extractors", "upsamplers"])
+def test_a_missing_model_module_is_an_import_error_not_a_vanished_model(family, monkeypatch, tmp_path):
+    # A renamed or deleted model file must fail loudly, not drop the model from
+    # the registry (and from every test parametrised over the registry).
+    import importlib
+
+    pkg = importlib.import_module(family)
+    names = pkg.extractor_names if family == "extractors" else pkg.upsampler_names
+    before = names()
+    assert len(before) >= 3
+    monkeypatch.setattr(pkg, "MODULES", pkg.MODULES + (f"{family}.renamed_away",))
+    with pytest.raises(ModuleNotFoundError) as info:
+        names()
+    assert info.value.name == f"{family}.renamed_away"
+    # a model module that exists but imports a missing module fails the same way
+    (tmp_path / "probe_model_module.py").write_text("import no_such_dependency_of_a_model\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(pkg, "MODULES", pkg.MODULES[:-1] + ("probe_model_module",))
+    with pytest.raises(ModuleNotFoundError) as info:
+        names()
+    assert info.value.name == "no_such_dependency_of_a_model"
+    monkeypatch.undo()
+    assert names() == before
+
+
 @pytest.mark.parametrize("name", STATIC)
 def test_accepts_released_encoder_args(name):
     # released LIIF/LTE checkpoints store encoder_spec.args = {"no_upsampling": True}

@@ -17,15 +17,15 @@ UPSAMPLERS = Registry("upsampler")
 DEFAULT_CHUNK = 30000
 
 
+#: The modules whose classes register themselves (a missing one is an import error).
+MODULES = ("upsamplers.metasr", "upsamplers.liif", "upsamplers.lte")
+
+
 def _import_all() -> None:
     import importlib
 
-    for mod in ("upsamplers.metasr", "upsamplers.liif", "upsamplers.lte"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+    for mod in MODULES:
+        importlib.import_module(mod)
 
 
 def upsampler_names() -> list[str]:
