@@ -8,13 +8,17 @@
 - :func:`relative_position_index`: the index into a relative-position bias table,
   for Swin's window-to-window attention and for TADT's global branch, whose
   keys are pooled cells of the window.
+- :func:`init_linear_and_norm`: Swin's weight initialisation of linears and layer norms.
 """
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-__all__ = ["Mlp", "window_partition", "window_grid", "window_reverse", "relative_position_index"]
+__all__ = ["Mlp", "window_partition", "window_grid", "window_reverse", "relative_position_index",
+           "init_linear_and_norm"]
 
 
 class Mlp(nn.Module):
@@ -35,7 +39,8 @@ def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """``(B, H, W, C) -> (B * nW, ws * ws, C)``, windows in row-major order per image.
 
     H and W must be multiples of ``ws``; ``x`` may be a strided view (a channel
-    slice). When one window covers ``x`` the result is a view.
+    slice). When one window covers ``x`` no window order is needed, and a
+    channel slice of a contiguous map comes back as a view, not a copy.
     """
     b, h, w, c = x.shape
     if h == ws and w == ws:
@@ -81,3 +86,16 @@ def relative_position_index(window: int, pooled: int | None = None) -> tuple[tor
     rel = qc[:, :, None] - kc[:, None, :] + (window - stride)  # (2, Lq, Lk), >= 0
     side = 2 * window - stride
     return rel[0] * side + rel[1], side * side
+
+
+def init_linear_and_norm(m: nn.Module, trunc_normal: Callable[[torch.Tensor], Any]) -> None:
+    """Swin's initialisation, for ``model.apply(partial(init_linear_and_norm, trunc_normal=...))``:
+    a Linear's weight drawn by ``trunc_normal`` (each model passes its own truncation), its bias 0;
+    a LayerNorm's weight 1 and bias 0. Other modules are left alone."""
+    if isinstance(m, nn.Linear):
+        trunc_normal(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

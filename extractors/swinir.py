@@ -31,6 +31,7 @@ tolerance). Default configuration: 11,603,044 parameters.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -40,7 +41,8 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath, trunc_normal_
 
 from extractors import EXTRACTORS
-from extractors.blocks import Mlp, relative_position_index, window_partition, window_reverse
+from extractors.blocks import (Mlp, init_linear_and_norm, relative_position_index, window_partition,
+                               window_reverse)
 from extractors.layers import check_no_upsampling, pad_reflect_to_multiple
 
 SHIFT_MASK_VALUE = -100.0  # the reference's "minus infinity" for cross-region pairs
@@ -257,17 +259,7 @@ class SwinIR(nn.Module):
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, out_dim, 3, 1, 1),
                                                   nn.LeakyReLU(0.01, inplace=True))
         self._train_resolution = resolution
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(partial(init_linear_and_norm, trunc_normal=partial(trunc_normal_, std=0.02)))
 
     def set_fused_attn(self, enabled: bool) -> None:
         """Switch every block between SDPA and the explicit attention."""

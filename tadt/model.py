@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional, Sequence, Union
 
 import torch
@@ -25,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from extractors import EXTRACTORS
-from extractors.blocks import Mlp, relative_position_index, window_grid, window_partition
+from extractors.blocks import Mlp, init_linear_and_norm, relative_position_index, window_grid, window_partition
 from extractors.layers import pad_reflect_to_multiple
 
 BETA_MODES = ("learned", "fixed", "linear")
@@ -356,18 +357,8 @@ class Baseline(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
         self.conv_out = nn.Sequential(nn.Conv2d(embed_dim, out_dim, 3, 1, 1), nn.LeakyReLU(0.01, inplace=True))
-        self.apply(self._init_weights)
+        self.apply(partial(init_linear_and_norm, trunc_normal=_trunc_normal_))
         self.last_routing: Optional[RoutingInfo] = None
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            _trunc_normal_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     # -- routing --------------------------------------------------------------
 

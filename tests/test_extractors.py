@@ -343,3 +343,40 @@ def test_rdn_inference_fuses_block_by_block_like_the_concatenation():
     assert concatenated.requires_grad and concatenated.abs().mean() > 0.5
     scale = concatenated.abs().max().item()  # float32 sums in another order: relative 1e-6
     assert (fused - concatenated.detach()).abs().max().item() <= 1e-5 * scale
+
+
+def test_shared_window_blocks_by_hand():
+    from extractors.blocks import Mlp, relative_position_index, window_grid, window_partition, window_reverse
+
+    x = torch.arange(2 * 4 * 6 * 3, dtype=torch.float32).view(2, 4, 6, 3)   # (B, H, W, C)
+    win = window_partition(x, 2)
+    assert win.shape == (2 * 2 * 3, 4, 3)
+    # image 0, window row 0, window column 1: pixels (0,2) (0,3) (1,2) (1,3)
+    assert torch.equal(win[1], torch.stack([x[0, 0, 2], x[0, 0, 3], x[0, 1, 2], x[0, 1, 3]]))
+    assert torch.equal(win[6], x[1, :2, :2].reshape(4, 3))                    # image 1 starts at window 6
+    assert torch.equal(window_reverse(win, 2, 4, 6), x)
+    sliced = x[..., 1:2]                                                      # a strided channel slice
+    assert torch.equal(window_reverse(window_partition(sliced, 2), 2, 4, 6), sliced)
+    branch = torch.randn(2, 2, 2, 12)[..., 3:6]                               # one window, a channel slice
+    one = window_partition(branch, 2)
+    assert one.shape == (2, 4, 3) and one.data_ptr() == branch.data_ptr()    # a view, no copy
+    assert torch.equal(one, branch.reshape(2, 4, 3))
+    # window_grid keeps trailing dims (heads, head_dim) and can be copied into a buffer view
+    heads = win.view(12, 4, 3, 1)
+    buf = torch.empty(2, 4, 6, 3, 1)
+    buf.view(2, 2, 2, 3, 2, 3, 1).copy_(window_grid(heads, 2, 4, 6))
+    assert torch.equal(buf[..., 0], x)
+
+    index, rows = relative_position_index(2)                                  # Swin: (2m - 1)^2 rows
+    assert rows == 9 and index.dtype == torch.int64
+    assert index.tolist() == [[4, 3, 1, 0], [5, 4, 2, 1], [7, 6, 4, 3], [8, 7, 5, 4]]
+    index, rows = relative_position_index(4, 2)                               # keys: 2x2 cells of 2 pixels
+    assert rows == 36 and index.shape == (16, 4)
+    # query (0,0) to cell (0,0): offset 0 -> (0 + 2) * 6 + (0 + 2); to cell (1,1), offset -2 -> row 0
+    assert int(index[0, 0]) == 14 and int(index[0, 3]) == 0 and int(index[15, 0]) == 35
+    with pytest.raises(ValueError, match="does not divide"):
+        relative_position_index(4, 3)
+
+    mlp = Mlp(8, 16)
+    assert list(mlp.state_dict()) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert isinstance(mlp.drop, torch.nn.Identity) and isinstance(Mlp(8, 16, drop=0.1).drop, torch.nn.Dropout)
