@@ -20,6 +20,7 @@ from harness.data.layouts import check_data_cfg
 from harness.data.lr import matlab_lr_pairs
 from harness.errors import HarnessError
 from harness.protocol import matlab_scale
+from harness.scales import scale_label
 
 
 def on_the_fly_pair(hr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +33,7 @@ def on_the_fly_pair(hr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarra
     h_lr = math.floor(hr.shape[0] / s + 1e-9)
     w_lr = math.floor(hr.shape[1] / s + 1e-9)
     if h_lr < 1 or w_lr < 1:
-        raise HarnessError(f"image of {hr.shape[0]}x{hr.shape[1]} is too small for x{s:g}")
+        raise HarnessError(f"image of {hr.shape[0]}x{hr.shape[1]} is too small for {scale_label(s)}")
     crop = np.ascontiguousarray(hr[:round(h_lr * s), :round(w_lr * s)])
     return pil_bicubic_resize(crop, (h_lr, w_lr)), crop
 

@@ -12,6 +12,7 @@ from harness.data.files import load_hr_images
 from harness.data.images import to_tensor
 from harness.errors import HarnessError
 from harness.protocol import normalize
+from harness.scales import scale_label
 from upsamplers.coords import make_coord
 
 _TRAIN_DEFAULTS = {"patch": 48, "scale_min": 1.0, "scale_max": 4.0, "sample_q": 2304,
@@ -73,7 +74,7 @@ class TrainPatches(Dataset):
         for name, img in zip(self.names, self.images):
             if min(img.shape[:2]) < largest:
                 raise HarnessError(f"training image {name} is {img.shape[0]}x{img.shape[1]}, smaller "
-                                   f"than the {largest}x{largest} HR patch of x{self.scale_max:g}")
+                                   f"than the {largest}x{largest} HR patch of {scale_label(self.scale_max)}")
         self.epoch = 0
         self._coord_cache: dict[int, np.ndarray] = {}
 
