@@ -15,6 +15,7 @@ trained Baseline).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -26,6 +27,11 @@ from harness.errors import HarnessError
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
 DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
+EXPERIMENTS = ROOT / "config" / "experiments.yaml"
+
+# The schema's defaults of `pairs` (config/schema.yaml), for a config that names none.
+DEFAULT_PAIR_EXTRACTORS = ("edsr-baseline", "rdn", "rcan", "swinir", "baseline", "tadt")
+DEFAULT_PAIR_UPSAMPLERS = ("metasr", "liif", "lte")
 
 ABLATIONS = {
     # name: (extractor argument overrides, lambda override)
@@ -47,6 +53,15 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
 
 
 def _read_yaml(path: str | Path) -> dict:
+    """A YAML file, or an inline mapping (``{...}``, as the workflow passes job slices)."""
+    if isinstance(path, str) and path.lstrip().startswith("{"):
+        try:
+            data = yaml.safe_load(path)
+        except yaml.YAMLError as exc:
+            raise HarnessError(f"inline config is not valid YAML/JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise HarnessError("inline config must be a mapping")
+        return data
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"config file {path} does not exist")
@@ -61,12 +76,23 @@ def _read_yaml(path: str | Path) -> dict:
     return data
 
 
-def _validator():
+def _without_required(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_required(v) for k, v in node.items() if k != "required"}
+    if isinstance(node, list):
+        return [_without_required(v) for v in node]
+    return node
+
+
+def _validator(job: bool = False):
+    """The schema's validator; a job slice (``job`` set) is partial: nothing required, no defaults."""
     import jsonschema
     from jsonschema import Draft202012Validator, validators
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     base = Draft202012Validator
+    if job:
+        return base(_without_required(schema)), jsonschema
     validate_properties = base.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -86,8 +112,15 @@ def _where(error) -> str:
 
 
 def validate_config(cfg: dict) -> dict:
-    """Validate ``cfg`` in place (filling defaults) and return it; one clear error otherwise."""
-    validator, _ = _validator()
+    """Validate ``cfg`` in place (filling defaults) and return it; one clear error otherwise.
+
+    A job slice (a config with ``job`` set, made by the workflow) is validated as it
+    is: it holds only the settings one job depends on, so nothing is required and no
+    default is filled in.
+    """
+    _check_finite(cfg)
+    job = "job" in cfg
+    validator, _ = _validator(job)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
@@ -100,20 +133,47 @@ def validate_config(cfg: dict) -> dict:
     # Run the validator a second time: defaults filled inside defaults are checked too.
     for err in validator.iter_errors(cfg):
         raise HarnessError(f"bad config value at {_where(err)}: {err.message}")
-    _check_semantics(cfg)
+    if not job:
+        _check_semantics(cfg)
     return cfg
+
+
+def _check_finite(node: Any, where: str = "") -> None:
+    """YAML reads .nan and .inf as floats; no setting of ours means either."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise HarnessError(f"bad config value at {where or '(top level)'}: {node} is not a finite number")
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            _check_finite(v, f"{where}/{k}" if where else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_finite(v, f"{where}/{i}")
+
+
+def _check_names(section: str, names: Iterable[str], known: list[str], family: str) -> None:
+    for name in names:
+        if name not in known:
+            raise HarnessError(f"bad config value at {section}: unknown {family} {name!r} "
+                               f"(known: {', '.join(known)})")
 
 
 def _check_semantics(cfg: dict) -> None:
     train = cfg["train"]
     if train["scale_max"] < train["scale_min"]:
         raise HarnessError("bad config value at train/scale_max: must be >= train/scale_min")
-    # Any run or extractor the harness knows may carry an override, also one that this
-    # config's `pairs` leaves out (it then simply has no effect); typos still stop.
     from extractors import extractor_names
     from upsamplers import upsampler_names
 
     exts, ups = extractor_names(), upsampler_names()
+    _check_names("extractors", cfg["extractors"], exts, "extractor")
+    _check_names("upsamplers", cfg["upsamplers"], ups, "upsampler")
+    _check_names("pairs/extractors", pair_extractors(cfg), exts, "extractor")
+    _check_names("pairs/upsamplers", pair_upsamplers(cfg), ups, "upsampler")
+    ids = [c["id"] for c in cfg["experiments"]["claims"]]
+    if len(ids) != len(set(ids)):
+        raise HarnessError("bad config value at experiments/claims: claim ids must be unique")
+    # Any run or extractor the harness knows may carry an override, also one that this
+    # config's `pairs` leaves out (it then simply has no effect); typos still stop.
     known = set(exts) | {f"{e}-{u}" for e in exts for u in ups} | {f"tadt-liif-{a}" for a in ABLATIONS}
     for name in list(train.get("overrides", {})):
         if name not in known:
@@ -132,10 +192,13 @@ def load_config(*sources: str | Path | Mapping[str, Any], with_default: bool | N
     cfg: dict = {}
     for src in sources:
         cfg = deep_merge(cfg, src if isinstance(src, Mapping) else _read_yaml(src))
+    if "job" in cfg:  # a job slice made by the workflow: complete for its job as it is
+        return validate_config(cfg)
     if with_default is None:
         with_default = "profile" not in cfg
     if with_default:
         cfg = deep_merge(_read_yaml(DEFAULT_CONFIG), cfg)
+    cfg["experiments"] = deep_merge(_read_yaml(EXPERIMENTS), cfg.get("experiments") or {})
     return validate_config(cfg)
 
 
@@ -162,17 +225,23 @@ class RunSpec:
         return asdict(self)
 
 
+def pair_extractors(cfg: dict) -> list[str]:
+    return list(cfg.get("pairs", {}).get("extractors", DEFAULT_PAIR_EXTRACTORS))
+
+
+def pair_upsamplers(cfg: dict) -> list[str]:
+    return list(cfg.get("pairs", {}).get("upsamplers", DEFAULT_PAIR_UPSAMPLERS))
+
+
 def pair_runs(cfg: dict) -> list[str]:
-    pairs = cfg.get("pairs", {})
-    exts = pairs.get("extractors", ["edsr-baseline", "rdn", "rcan", "swinir", "baseline", "tadt"])
-    ups = pairs.get("upsamplers", ["metasr", "liif", "lte"])
-    return [f"{e}-{u}" for e in exts for u in ups]
+    """Every extractor x upsampler pair, extractor-major (the training order)."""
+    return [f"{e}-{u}" for e in pair_extractors(cfg) for u in pair_upsamplers(cfg)]
 
 
 def ablation_runs(cfg: dict) -> list[str]:
     if "tadt-liif" not in pair_runs(cfg):
         return []
-    return [f"tadt-liif-{a}" for a in cfg["tadt"].get("ablations", [])]
+    return [f"tadt-liif-{a}" for a in cfg.get("tadt", {}).get("ablations", [])]
 
 
 def run_names(cfg: dict) -> list[str]:
@@ -185,13 +254,19 @@ def _split(name: str, cfg: dict) -> tuple[str, str, str | None]:
             ext, up = _pair_parts(run, cfg)
             return ext, up, None
     for ab in ABLATIONS:
-        if name == f"tadt-liif-{ab}" and name in ablation_runs(cfg):
+        if name == f"tadt-liif-{ab}" and name in ablation_runs(cfg):  # needs only tadt.ablations
             return "tadt", "liif", ab
     raise HarnessError(f"unknown run {name!r}; runs in this config: {', '.join(run_names(cfg))}")
 
 
+def run_parts(cfg: dict, name: str) -> tuple[str, str]:
+    """(extractor, upsampler) of a run of this config (needs only `pairs` and `tadt.ablations`)."""
+    ext, up, _ = _split(name, cfg)
+    return ext, up
+
+
 def _pair_parts(run: str, cfg: dict) -> tuple[str, str]:
-    for up in cfg.get("pairs", {}).get("upsamplers", ["metasr", "liif", "lte"]):
+    for up in pair_upsamplers(cfg):
         if run.endswith("-" + up):
             return run[: -len(up) - 1], up
     raise HarnessError(f"cannot split run name {run!r}")
@@ -226,16 +301,6 @@ def run_spec(cfg: dict, name: str) -> RunSpec:
     return RunSpec(name=name, extractor=ext, upsampler=up, extractor_args=ext_args,
                    upsampler_args=dict(cfg["upsamplers"].get(up) or {}), train=train, lam=lam,
                    alpha=list(cfg["tadt"]["alpha"]), init_from=init_from)
-
-
-def runs_for(cfg: dict, extractors: Iterable[str] | None = None,
-             upsamplers: Iterable[str] | None = None) -> list[str]:
-    out = []
-    for name in pair_runs(cfg):
-        e, u = _pair_parts(name, cfg)
-        if (extractors is None or e in extractors) and (upsamplers is None or u in upsamplers):
-            out.append(name)
-    return out
 
 
 def results_dir(cfg: dict) -> Path:

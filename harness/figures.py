@@ -4,12 +4,15 @@ Each figure is built in two steps: its data (a DataFrame, also written as CSV
 beside the PNG so the report and the regression check can read numbers, not
 pixels) and its plot.
 
-- Figure 1: PSNR vs GFLOPs of each extractor with LIIF at x2 and x3 (one panel
-  per scale), disc area proportional to the extractor's parameters. PSNR from
-  the Table 1 evaluations, GFLOPs and parameters from Table 3.
-- Figure 2: GFLOPs of SwinIR and TADT on one image of figure2.dataset at the
-  figure2.scales (TADT's routing, hence its cost, depends on the scale).
-- Figure 7: the intensity scalar beta predicted by the trained TARC against the
+What each figure reads comes from the experiment manifest
+(config/experiments.yaml, key figures):
+
+- Figure 1: PSNR vs GFLOPs of each extractor of Table 3 with its upsampler, one
+  panel per scale, disc area proportional to the extractor's parameters. PSNR
+  from the evaluations of Table 1's dataset, GFLOPs and parameters from Table 3.
+- Figure 2: GFLOPs of the named extractors/runs (SwinIR and TADT) on one image
+  at the figure's scales (TADT's routing, hence its cost, depends on the scale).
+- Figure 7: the intensity scalar beta predicted by each trained TARC against the
   scale, for TADT trained with and without L_beta.
 """
 from __future__ import annotations
@@ -19,12 +22,11 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from harness import experiments as X
 from harness.errors import HarnessError
 from harness.io import atomic_path
-from harness.tables import mean_gflops, mean_psnr, scale_label
+from harness.tables import mean_psnr, scale_label
 
-FIGURE1_SCALES = (2, 3)
-FIGURE2_NAMES = ("swinir", "tadt-liif")
 LABELS = {"edsr-baseline": "EDSR-baseline", "rdn": "RDN", "rcan": "RCAN", "swinir": "SwinIR",
           "baseline": "Baseline", "tadt": "TADT", "tadt-liif": "TADT (w L_beta)",
           "tadt-liif-nolbeta": "TADT (w/o L_beta)"}
@@ -54,20 +56,21 @@ def _note(cfg: dict) -> str:
 # --------------------------------------------------------------------------- Figure 1
 
 def figure1_data(cfg: dict, table3: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
-    ds = cfg["evaluation"]["table1"]["dataset"]
+    f1 = X.figure(cfg, "figure1")
+    ds = X.table(cfg, f1["psnr_table"])["datasets"][0]
     rows = []
-    t3 = table3[table3["upsampler"] == "liif"]
-    for _, r in t3.iterrows():
-        ext = r["extractor"]
-        for s in FIGURE1_SCALES:
+    for _, r in table3.iterrows():
+        ext, up = r["extractor"], r["upsampler"]
+        for s in f1["scales"]:
             col = f"gflops_{scale_label(s)}"
-            if col not in t3.columns:
-                raise HarnessError(f"Figure 1 needs GFLOPs at x{s}: add {s} to evaluation.table3.scales")
+            if col not in table3.columns:
+                raise HarnessError(f"Figure 1 needs GFLOPs at x{float(s):g}: add {float(s):g} to "
+                                   f"experiments/tables/{f1['table']}/scales")
             rows.append({"profile": cfg["profile"], "dataset": ds, "extractor": ext, "scale": float(s),
-                         "psnr": mean_psnr(evals, f"{ext}-liif", ds, s),
+                         "psnr": mean_psnr(evals, f"{ext}-{up}", ds, s),
                          "gflops": float(r[col]), "params_m": float(r["params_m"])})
     if not rows:
-        raise HarnessError("Figure 1: Table 3 has no LIIF rows")
+        raise HarnessError(f"Figure 1: {f1['table']} has no rows")
     return pd.DataFrame(rows)
 
 
@@ -87,24 +90,24 @@ def plot_figure1(data: pd.DataFrame, cfg: dict, out) -> None:
                         (r["gflops"], r["psnr"]), ha="center", va="center", fontsize=7)
         ax.set_xlabel("GFLOPs (feature extractor)")
         ax.set_ylabel("PSNR (dB)")
-        ax.set_title(f"({chr(ord('a') + scales.index(s))}) x{s:g} with LIIF, {d['dataset'].iloc[0]}")
+        ax.set_title(f"({chr(ord('a') + scales.index(s))}) x{s:g}, {d['dataset'].iloc[0]}")
         ax.margins(0.15)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Figure 1: PSNR vs GFLOPs, disc area ~ parameters ({_note(cfg)})", fontsize=10)
+    fig.suptitle(f"{X.figure(cfg, 'figure1')['title']} ({_note(cfg)})", fontsize=10)
     _save(fig, out)
 
 
 # --------------------------------------------------------------------------- Figure 2
 
 def figure2_data(cfg: dict, flops: pd.DataFrame) -> pd.DataFrame:
-    f2 = cfg["evaluation"]["figure2"]
+    f2 = X.figure(cfg, "figure2")
     index = int(f2.get("image", 0))
     rows = []
-    for name in FIGURE2_NAMES:
+    for name in _figure2_names(cfg):
         d = flops[flops["name"] == name]
         images = list(dict.fromkeys(d["image"]))
         if index >= len(images):
-            raise HarnessError(f"Figure 2: evaluation.figure2.image = {index} but the FLOPs CSV of "
+            raise HarnessError(f"Figure 2: experiments/figures/figure2/image = {index} but the FLOPs CSV of "
                                f"{name} holds {len(images)} image(s)")
         image = images[index]
         for s in f2["scales"]:
@@ -118,14 +121,20 @@ def figure2_data(cfg: dict, flops: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _figure2_names(cfg: dict) -> list[str]:
+    """The manifest's names as the FLOPs CSVs are named (an extractor, or a routed run)."""
+    return [n for n, _ in X.figure_inputs(cfg, "figure2")["flops"]]
+
+
 def plot_figure2(data: pd.DataFrame, cfg: dict, out) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     scales = sorted(data["scale"].unique())
-    width = 0.8 / len(FIGURE2_NAMES)
-    for i, name in enumerate(FIGURE2_NAMES):
+    names = list(dict.fromkeys(data["name"]))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
         d = data[data["name"] == name].set_index("scale").reindex(scales)
-        xs = [j + (i - (len(FIGURE2_NAMES) - 1) / 2) * width for j in range(len(scales))]
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(scales))]
         bars = ax.bar(xs, d["gflops"], width, label=LABELS.get(name, name))
         ax.bar_label(bars, labels=[f"{v:.2f}" if v >= 1 else f"{v:.3g}" for v in d["gflops"]], fontsize=6)
     ax.set_xticks(range(len(scales)), [f"x{s:g}" for s in scales])
@@ -133,7 +142,7 @@ def plot_figure2(data: pd.DataFrame, cfg: dict, out) -> None:
     ax.set_ylabel("GFLOPs (feature extractor)")
     first = data.iloc[0]
     size = f", {int(first['w'])}x{int(first['h'])} LR" if pd.notna(first.get("h")) else ""
-    ax.set_title(f"Figure 2: {first['image']} ({first['dataset']}{size})\n{_note(cfg)}", fontsize=9)
+    ax.set_title(f"{X.figure(cfg, 'figure2')['title']}: {first['image']} ({first['dataset']}{size})\n{_note(cfg)}", fontsize=9)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     _save(fig, out)
@@ -163,7 +172,7 @@ def tarc_beta(model, scale: float) -> float:
 def figure7_data(cfg: dict, checkpoints: Mapping[str, str | Path]) -> pd.DataFrame:
     from harness.checkpoint import load_model
 
-    scales = cfg["evaluation"]["figure7"]["scales"]
+    scales = X.figure(cfg, "figure7")["scales"]
     rows = []
     for run, path in checkpoints.items():
         if not Path(path).is_file():
@@ -183,7 +192,7 @@ def plot_figure7(data: pd.DataFrame, cfg: dict, out) -> None:
         ax.plot(d["scale"], d["beta"], marker="o", label=LABELS.get(run, run))
     ax.set_xlabel("SR scale s")
     ax.set_ylabel("predicted beta")
-    ax.set_title(f"Figure 7: beta vs scale ({_note(cfg)})", fontsize=9)
+    ax.set_title(f"{X.figure(cfg, 'figure7')['title']} ({_note(cfg)})", fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)
     _save(fig, out)

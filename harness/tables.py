@@ -1,21 +1,19 @@
-"""The paper's Tables 1-5 built from the per-image CSVs of ``evaluate`` and ``flops``.
+"""The paper's tables built from the per-image CSVs of ``evaluate`` and ``flops``.
 
 Every table is a pandas DataFrame in the paper's layout, with two columns that
 say where its numbers come from: ``profile`` (``embedded``/``paper``/``custom``;
 ``published`` in ``paper/*.csv``) and ``dataset``. The published tables in
 ``paper/`` use exactly the same columns, so a row of ours and the paper's row
-with the same key (``TABLE_KEYS``) are the same cell.
+with the same key are the same cell.
 
-Layouts (``xS`` = mean PSNR in dB over the images of the set at scale S):
+What each table holds (its rows, datasets, scales and kinds of value) comes
+from the experiment manifest (config/experiments.yaml, through
+harness.experiments); the column names follow from it:
 
-- Table 1: ``upsampler, extractor, x2 ... x30`` on ``evaluation.table1.dataset``;
-  a ``bicubic`` row (upsampler ``none``) and every extractor x upsampler pair.
-- Table 2: ``upsampler, extractor, <set>_xS`` for each benchmark set.
-- Table 3: ``upsampler (liif), extractor, params_m, gflops_xS``: extractor
-  parameters (millions) at this profile's widths and GFLOPs of the extractor
-  averaged over the images of the set.
-- Table 4: ``upsampler, variant, run, xS`` for the beta variants.
-- Table 5: ``upsampler, variant, run, psnr_xS, gflops_xS`` with and without L_beta.
+- ``xS`` (one dataset) or ``<set>_xS`` (several): mean PSNR in dB at scale S;
+- ``params_m``: extractor parameters in millions at this profile's widths;
+- ``gflops_xS`` (and ``psnr_xS`` beside it when a table holds both): the
+  extractor's GFLOPs averaged over the images of the set.
 
 Missing cells are errors here (a table of ours is complete or not written);
 the published tables write ``-`` for cells the paper leaves empty.
@@ -33,14 +31,7 @@ from harness.errors import HarnessError
 from harness.io import atomic_path
 
 META_COLUMNS = ("profile", "dataset", "upsampler", "extractor", "variant", "run")
-TABLE_KEYS = {1: ("upsampler", "extractor"), 2: ("upsampler", "extractor"),
-              3: ("upsampler", "extractor"), 4: ("variant",), 5: ("variant",)}
 EMPTY = "-"
-
-# Table 4 and 5 rows: (variant label, run name), in the paper's order.
-TABLE4_VARIANTS = (("beta=0.5", "tadt-liif-beta0.5"), ("beta=0.25s", "tadt-liif-beta0.25s"),
-                   ("TARC", "tadt-liif"))
-TABLE5_VARIANTS = (("TADT w L_beta", "tadt-liif"), ("TADT w/o L_beta", "tadt-liif-nolbeta"))
 
 EVAL_COLUMNS = ("run", "dataset", "scale", "image", "psnr")
 FLOPS_COLUMNS = ("image", "scale", "gflops")
@@ -68,22 +59,8 @@ def column_kind(column: str) -> str:
     raise HarnessError(f"column {column!r} is neither PSNR, GFLOPs nor params")
 
 
-def row_key(table: int, row: Mapping) -> str:
-    return "/".join(str(row[k]) for k in TABLE_KEYS[table])
-
-
-def _pairs(cfg: dict) -> list[tuple[str, str]]:
-    from harness.config import pair_runs
-
-    out = []
-    for run in pair_runs(cfg):
-        for up in cfg.get("pairs", {}).get("upsamplers", ["metasr", "liif", "lte"]):
-            if run.endswith("-" + up):
-                out.append((up, run[: -len(up) - 1]))
-                break
-    # Upsampler-major order, as in the paper (MetaSR block, LIIF block, LTE block).
-    ups = list(dict.fromkeys(u for u, _ in out))
-    return [(u, e) for u in ups for (uu, e) in out if uu == u]
+def row_key(key: Sequence[str], row: Mapping) -> str:
+    return "/".join(str(row[k]) for k in key)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -167,89 +144,47 @@ def count_params(cfg: dict, extractor: str) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-# --------------------------------------------------------------------------- builders
+# --------------------------------------------------------------------------- builder
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows)
-
-
-def build_table1(cfg: dict, evals: pd.DataFrame) -> pd.DataFrame:
-    t = cfg["evaluation"]["table1"]
-    ds, scales = t["dataset"], t["scales"]
-    rows = []
-    for up, ext, run in [("none", "bicubic", "bicubic")] + [(u, e, f"{e}-{u}") for u, e in _pairs(cfg)]:
-        row = {"profile": cfg["profile"], "dataset": ds, "upsampler": up, "extractor": ext}
-        row.update({scale_label(s): mean_psnr(evals, run, ds, s) for s in scales})
-        rows.append(row)
-    return _frame(rows)
-
-
-def build_table2(cfg: dict, evals: pd.DataFrame) -> pd.DataFrame:
-    t = cfg["evaluation"]["table2"]
-    rows = []
-    for up, ext, run in [("none", "bicubic", "bicubic")] + [(u, e, f"{e}-{u}") for u, e in _pairs(cfg)]:
-        row = {"profile": cfg["profile"], "dataset": "+".join(t["datasets"]),
-               "upsampler": up, "extractor": ext}
-        for ds in t["datasets"]:
-            row.update({f"{ds}_{scale_label(s)}": mean_psnr(evals, run, ds, s) for s in t["scales"]})
-        rows.append(row)
-    return _frame(rows)
-
-
-def build_table3(cfg: dict, flops: pd.DataFrame, params: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """``flops`` names: static extractors by extractor name, TADT by ``tadt-liif``."""
-    t = cfg["evaluation"]["table3"]
-    exts = list(dict.fromkeys(e for _, e in _pairs(cfg)))
-    rows = []
-    for ext in exts:
-        name = "tadt-liif" if ext == "tadt" else ext
-        n = params[ext] if params is not None and ext in params else count_params(cfg, ext)
-        row = {"profile": cfg["profile"], "dataset": t["dataset"], "upsampler": "liif",
-               "extractor": ext, "params_m": n / 1e6}
-        row.update({f"gflops_{scale_label(s)}": mean_gflops(flops, name, s) for s in t["scales"]})
-        rows.append(row)
-    return _frame(rows)
-
-
-def build_table4(cfg: dict, evals: pd.DataFrame) -> pd.DataFrame:
-    t = cfg["evaluation"]["table4"]
-    rows = []
-    for variant, run in TABLE4_VARIANTS:
-        row = {"profile": cfg["profile"], "dataset": t["dataset"], "upsampler": "liif",
-               "variant": variant, "run": run}
-        row.update({scale_label(s): mean_psnr(evals, run, t["dataset"], s) for s in t["scales"]})
-        rows.append(row)
-    return _frame(rows)
-
-
-def build_table5(cfg: dict, evals: pd.DataFrame, flops: pd.DataFrame) -> pd.DataFrame:
-    t = cfg["evaluation"]["table5"]
-    rows = []
-    for variant, run in TABLE5_VARIANTS:
-        row = {"profile": cfg["profile"], "dataset": t["dataset"], "upsampler": "liif",
-               "variant": variant, "run": run}
+def value_columns_for(t: Mapping) -> list[tuple[str, str | None, float | None, str]]:
+    """``(column, dataset, scale, kind)`` of a manifest table, in the paper's order."""
+    per_scale = [k for k in t["values"] if k != "params"]
+    several = len(t["datasets"]) > 1
+    cols: list[tuple[str, str | None, float | None, str]] = []
+    if "params" in t["values"]:
+        cols.append(("params_m", None, None, "params"))
+    for ds in t["datasets"]:
         for s in t["scales"]:
-            row[f"psnr_{scale_label(s)}"] = mean_psnr(evals, run, t["dataset"], s)
-            row[f"gflops_{scale_label(s)}"] = mean_gflops(flops, run, s)
-        rows.append(row)
-    return _frame(rows)
+            for kind in per_scale:
+                name = scale_label(s) if kind == "psnr" and len(per_scale) == 1 else f"{kind}_{scale_label(s)}"
+                cols.append((f"{ds}_{name}" if several else name, ds, float(s), kind))
+    return cols
 
 
-def build_table(n: int, cfg: dict, evals: pd.DataFrame | None = None,
+def build_table(name: str, cfg: dict, evals: pd.DataFrame | None = None,
                 flops: pd.DataFrame | None = None, params: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """Our table ``name`` of the manifest, every cell from the CSVs given (or an error)."""
+    from harness import experiments as X
+
+    t = X.table(cfg, name)
     evals = evals if evals is not None else read_evals([])
     flops = flops if flops is not None else read_flops({})
-    if n == 1:
-        return build_table1(cfg, evals)
-    if n == 2:
-        return build_table2(cfg, evals)
-    if n == 3:
-        return build_table3(cfg, flops, params)
-    if n == 4:
-        return build_table4(cfg, evals)
-    if n == 5:
-        return build_table5(cfg, evals, flops)
-    raise HarnessError(f"there is no Table {n} (tables: 1-5)")
+    cols = value_columns_for(t)
+    rows = []
+    for r in X.table_rows(cfg, name):
+        row = {"profile": cfg["profile"], "dataset": "+".join(t["datasets"]), **r.meta(t["key"])}
+        for col, ds, s, kind in cols:
+            if kind == "params":
+                n = params[r.extractor] if params and r.extractor in params else count_params(cfg, r.extractor)
+                row[col] = n / 1e6
+            elif kind == "psnr":
+                row[col] = mean_psnr(evals, r.run, ds, s)
+            else:
+                row[col] = mean_gflops(flops, X.flops_name(cfg, r.run), s)
+        rows.append(row)
+    if not rows:
+        raise HarnessError(f"{name}: none of its rows is trained by this config")
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- CSV

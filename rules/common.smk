@@ -1,5 +1,7 @@
 # Helpers shared by the workflow's modules: the validated configuration, the
-# jobs each table and figure needs, and the resources of each kind of job.
+# jobs each table and figure needs (from the experiment manifest,
+# config/experiments.yaml, through harness.experiments), and the resources of
+# each kind of job.
 #
 # The configuration is validated once, here, against config/schema.yaml
 # (harness.config.load_config), so a wrong key, type or value stops the
@@ -7,17 +9,20 @@
 # the embedded default (config/default.yaml) is used; a config file that
 # names its `profile` (config/paper.yaml) stands alone, a partial one (or
 # --config key=value) is merged over the embedded default.
+#
+# Parsing this file writes nothing. Each job gets the slice of the configuration
+# it depends on (harness.experiments.job_config) as a param, passed to its verb
+# on the command line: a job reads exactly the settings it was scheduled with,
+# and changing a setting reruns exactly the jobs whose slice holds it
+# (Snakemake's params rerun trigger).
 
-import json
 import re
 import sys
 from pathlib import Path
 
-import yaml
-
+from harness import experiments as X
+from harness.config import checkpoint_path, load_config, run_names, run_spec
 from harness.errors import HarnessError
-from harness.config import checkpoint_path, load_config, pair_runs, run_names, run_spec
-from harness.io import atomic_write_text
 from snakemake.exceptions import WorkflowError
 
 
@@ -32,24 +37,7 @@ def _validated(raw):
 CFG = _validated(config)
 RESULTS = str(Path(CFG["results"]))
 PROFILE = CFG["profile"]
-EVAL = CFG["evaluation"]
 ON_GPU = CFG["device"] != "cpu"
-
-# The resolved configuration every verb reads (--config). Rewritten only when
-# its content changes, so its modification time says when the config changed.
-RESOLVED_CONFIG = f"{RESULTS}/config.yaml"
-
-
-def _write_resolved_config(path, cfg):
-    header = ("# Resolved configuration written by the Snakefile (validated, defaults filled).\n"
-              "# Every verb of the workflow reads this file; edit config/*.yaml instead.\n")
-    text = f"{header}{yaml.safe_dump(cfg, sort_keys=False)}"
-    p = Path(path)
-    if not p.is_file() or p.read_text() != text:
-        atomic_write_text(p, text)
-
-
-_write_resolved_config(RESOLVED_CONFIG, CFG)
 
 # Verbs run with Snakemake's own interpreter, with the project on PYTHONPATH, so
 # the workflow needs no PATH setup and works from any working directory (-d).
@@ -59,70 +47,27 @@ HARNESS = f"{PY} -m harness"
 
 # --------------------------------------------------------------------------- runs
 
-PAIRS = pair_runs(CFG)
 RUNS = run_names(CFG)
-PAIR_EXTRACTORS = list(dict.fromkeys(r.rsplit("-", 1)[0] for r in PAIRS))
-UPSAMPLERS = CFG.get("pairs", {}).get("upsamplers", ["metasr", "liif", "lte"])
-# Extractors whose FLOPs follow from the input size alone (no trained weights).
-STATIC_EXTRACTORS = [e for e in PAIR_EXTRACTORS if e != "tadt"]
-# TADT runs whose FLOPs depend on the routing their trained TARC picks.
-TADT_FLOPS_RUNS = [r for r in ("tadt-liif", "tadt-liif-nolbeta") if r in RUNS]
-TABLE4_RUNS = [r for r in ("tadt-liif-beta0.5", "tadt-liif-beta0.25s", "tadt-liif") if r in RUNS]
-TABLE5_RUNS = [r for r in ("tadt-liif", "tadt-liif-nolbeta") if r in RUNS]
-FIGURE7_RUNS = TABLE5_RUNS
+EVAL_NEEDS = X.eval_needs(CFG)     # (run or bicubic, dataset) -> scales
+FLOPS_NEEDS = X.flops_needs(CFG)   # (extractor or routed run, dataset) -> scales
+TABLE_NAMES = list(CFG["experiments"]["tables"])
+FIGURE_NAMES = list(CFG["experiments"]["figures"])
+STATIC_EXTRACTORS = sorted({n for n, _ in FLOPS_NEEDS if n not in RUNS})
+ROUTED_RUNS = sorted({n for n, _ in FLOPS_NEEDS if n in RUNS})
+
+
+def format_scales(scales):
+    """2,3,4 or 2,2.5,3: what the verbs take for --scales."""
+    return ",".join(f"{float(s):g}" for s in scales)
 
 
 def spec(run):
     return run_spec(CFG, run)
 
 
-def scales_arg(scales):
-    """2,3,4 or 2,2.5,3: what the verbs take for --scales."""
-    return ",".join(f"{float(s):g}" for s in sorted(set(float(s) for s in scales)))
-
-
-def _add(needs, key, scales):
-    needs.setdefault(key, set()).update(float(s) for s in scales)
-
-
-def _eval_needs():
-    """(run, dataset) -> scales, over every table; 'bicubic' is the floor row."""
-    needs = {}
-    t1, t2, t4, t5 = EVAL["table1"], EVAL["table2"], EVAL["table4"], EVAL["table5"]
-    for run in PAIRS:
-        _add(needs, (run, t1["dataset"]), t1["scales"])
-        for ds in t2["datasets"]:
-            _add(needs, (run, ds), t2["scales"])
-    for run in TABLE4_RUNS:
-        _add(needs, (run, t4["dataset"]), t4["scales"])
-    for run in TABLE5_RUNS:
-        _add(needs, (run, t5["dataset"]), t5["scales"])
-    # Bicubic: the floor row of Tables 1 and 2, on each of their datasets.
-    _add(needs, ("bicubic", t1["dataset"]), t1["scales"])
-    for ds in t2["datasets"]:
-        _add(needs, ("bicubic", ds), t2["scales"])
-    return needs
-
-
-def _flops_needs():
-    """(extractor or tadt run, dataset) -> scales (Table 3, Table 5, Figure 2)."""
-    needs = {}
-    t3, t5, f2 = EVAL["table3"], EVAL["table5"], EVAL.get("figure2", {})
-    for ext in STATIC_EXTRACTORS:
-        _add(needs, (ext, t3["dataset"]), t3["scales"])
-    if "tadt-liif" in RUNS:
-        _add(needs, ("tadt-liif", t3["dataset"]), t3["scales"])
-    for run in TABLE5_RUNS:
-        _add(needs, (run, t5["dataset"]), t5["scales"])
-    if f2.get("dataset") and f2.get("scales"):
-        for name in ("swinir", "tadt-liif"):
-            if name in STATIC_EXTRACTORS or name in RUNS:
-                _add(needs, (name, f2["dataset"]), f2["scales"])
-    return needs
-
-
-EVAL_NEEDS = _eval_needs()
-FLOPS_NEEDS = _flops_needs()
+def job_config(kind, *names):
+    """A param: the config slice of one job (see the header)."""
+    return X.job_config_text(CFG, kind, *names)
 
 
 def eval_csv(run, dataset):
@@ -145,7 +90,9 @@ DATASETS = sorted({ds for _, ds in EVAL_NEEDS} | {ds for _, ds in FLOPS_NEEDS})
 RUN_RE = _alternation(RUNS)
 DATASET_RE = _alternation(DATASETS)
 STATIC_RE = _alternation(STATIC_EXTRACTORS)
-TADT_FLOPS_RE = _alternation(TADT_FLOPS_RUNS)
+ROUTED_RE = _alternation(ROUTED_RUNS)
+TABLE_RE = _alternation(TABLE_NAMES)
+FIGURE_RE = _alternation(FIGURE_NAMES)
 
 
 # --------------------------------------------------------------------------- resources
@@ -203,11 +150,8 @@ SMALL = {"mem_mb": 2000, "runtime": 10}
 
 
 def train_inputs(wildcards):
-    inputs = {"config": ancient(RESOLVED_CONFIG)}
     init = spec(wildcards.run).init_from
-    if init:
-        inputs["init"] = ckpt(init)
-    return inputs
+    return {"init": ckpt(init)} if init else {}
 
 
 def train_launcher(wildcards):
@@ -217,93 +161,73 @@ def train_launcher(wildcards):
     return HARNESS
 
 
-def train_init_arg(wildcards):
-    init = spec(wildcards.run).init_from
-    return f"--init {ckpt(init)}" if init else ""
+def train_init_arg(wildcards, input):
+    return f"--init {input.init}" if "init" in input.keys() else ""
 
 
-def train_spec_json(wildcards):
-    # The resolved run spec as a param: a change to it (and only to it) retrains the run.
-    return json.dumps(spec(wildcards.run).as_dict(), sort_keys=True)
+def _scales(key):
+    if key not in EVAL_NEEDS:
+        raise WorkflowError(f"no table or figure evaluates {key[0]} on {key[1]}")
+    return format_scales(EVAL_NEEDS[key])
 
 
 def eval_scales(wildcards):
-    key = (wildcards.run, wildcards.dataset)
-    if key not in EVAL_NEEDS:
-        raise WorkflowError(f"no table evaluates {wildcards.run} on {wildcards.dataset}")
-    return scales_arg(EVAL_NEEDS[key])
+    return _scales((wildcards.run, wildcards.dataset))
 
 
 def bicubic_scales(wildcards):
-    return scales_arg(EVAL_NEEDS[("bicubic", wildcards.dataset)])
+    return _scales((X.BICUBIC, wildcards.dataset))
 
 
 def flops_scales(name):
     def scales(wildcards):
-        return scales_arg(FLOPS_NEEDS[(getattr(wildcards, name), wildcards.dataset)])
+        return format_scales(FLOPS_NEEDS[(getattr(wildcards, name), wildcards.dataset)])
 
     return scales
 
 
+def _named(pairs):
+    """NAME=PATH arguments (the flops CSVs and checkpoints carry no name column)."""
+    return " ".join(f"{name}={path}" for name, path in pairs)
+
+
 def table_inputs(wildcards):
-    n = int(wildcards.n)
-    t = EVAL[f"table{n}"]
-    with_bicubic = [*PAIRS, "bicubic"]
-    evals, flops = [], {}
-    if n == 1:
-        evals = [eval_csv(r, t["dataset"]) for r in with_bicubic]
-    elif n == 2:
-        evals = [eval_csv(r, ds) for ds in t["datasets"] for r in with_bicubic]
-    elif n == 3:
-        names = [*STATIC_EXTRACTORS, *(["tadt-liif"] if "tadt-liif" in RUNS else [])]
-        flops = {name: flops_csv(name, t["dataset"]) for name in names}
-    elif n == 4:
-        evals = [eval_csv(r, t["dataset"]) for r in TABLE4_RUNS]
-    elif n == 5:
-        evals = [eval_csv(r, t["dataset"]) for r in TABLE5_RUNS]
-        flops = {r: flops_csv(r, t["dataset"]) for r in TABLE5_RUNS}
-    return {"config": ancient(RESOLVED_CONFIG), "evals": evals, "flops": list(flops.values())}
+    evals, flops = X.table_inputs(CFG, wildcards.name)
+    return {"evals": [eval_csv(r, ds) for r, ds in evals],
+            "flops": [flops_csv(n, ds) for n, ds in flops]}
 
 
-def _named(paths):
-    # The flops CSVs and checkpoints carry no name column: their folder or stem names them.
-    return " ".join(f"{Path(p).parent.name if p.endswith('.csv') else Path(p).stem}={p}" for p in paths)
+def _verb_args(evals=(), flops=(), runs=(), tables=()):
+    """The input options of the table and figure verbs, as the manifest names them."""
+    parts = [f"--{name} {RESULTS}/{name}.csv" for name in tables]
+    if evals:
+        parts.append(f"--eval {' '.join(eval_csv(r, ds) for r, ds in evals)}")
+    if flops:
+        parts.append(f"--flops {_named((n, flops_csv(n, ds)) for n, ds in flops)}")
+    if runs:
+        parts.append(f"--checkpoint {_named((r, ckpt(r)) for r in runs)}")
+    return "".join(f" {p}" for p in parts)
 
 
-def table_args(wildcards, input):
-    args = ""
-    if input.evals:
-        args = f"{args} --eval {' '.join(input.evals)}"
-    if input.flops:
-        args = f"{args} --flops {_named(input.flops)}"
-    return args
+def table_args(wildcards):
+    evals, flops = X.table_inputs(CFG, wildcards.name)
+    return _verb_args(evals, flops)
 
 
 def figure_inputs(wildcards):
-    n = int(wildcards.n)
-    inputs = {"config": ancient(RESOLVED_CONFIG)}
-    if n == 1:
-        ds = EVAL["table1"]["dataset"]
-        inputs["table3"] = f"{RESULTS}/table3.csv"
-        inputs["evals"] = [eval_csv(f"{e}-liif", ds) for e in PAIR_EXTRACTORS if f"{e}-liif" in RUNS]
-    elif n == 2:
-        ds = EVAL["figure2"]["dataset"]
-        inputs["flops"] = [flops_csv(name, ds) for name in ("swinir", "tadt-liif")]
-    elif n == 7:
-        inputs["ckpts"] = [ckpt(r) for r in FIGURE7_RUNS]
-    return inputs
+    need = X.figure_inputs(CFG, wildcards.name)
+    return {"tables": [f"{RESULTS}/{t}.csv" for t in need["tables"]],
+            "evals": [eval_csv(r, ds) for r, ds in need["evals"]],
+            "flops": [flops_csv(n, ds) for n, ds in need["flops"]],
+            "ckpts": [ckpt(r) for r in need["runs"]]}
 
 
-def figure_args(wildcards, input):
-    n = int(wildcards.n)
-    if n == 1:
-        return f" --table3 {input.table3} --eval {' '.join(input.evals)}"
-    if n == 2:
-        return f" --flops {_named(input.flops)}"
-    return f" --checkpoint {_named(input.ckpts)}"
+def figure_args(wildcards):
+    need = X.figure_inputs(CFG, wildcards.name)
+    return _verb_args(need["evals"], need["flops"], need["runs"], need["tables"])
 
 
 PAPER_DIR = Path(workflow.basedir) / "paper"
-PAPER_CSVS = [str(PAPER_DIR / f"table{n}.csv") for n in range(1, 6)]
-TABLES = [f"{RESULTS}/table{n}.csv" for n in range(1, 6)]
-FIGURES = [f"{RESULTS}/figure{n}.png" for n in (1, 2, 7)]
+PAPER_CSVS = [str(PAPER_DIR / f"{name}.csv") for name in TABLE_NAMES]
+TABLES = [f"{RESULTS}/{name}.csv" for name in TABLE_NAMES]
+FIGURES = [f"{RESULTS}/{name}.png" for name in FIGURE_NAMES]

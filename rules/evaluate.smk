@@ -1,11 +1,10 @@
-# Evaluation: PSNR per image of each trained run on each dataset a table needs,
-# at the union of the scales those tables use for that dataset (one job per
-# run and dataset), plus the bicubic floor of Tables 1 and 2.
+# Evaluation: PSNR per image of each trained run on each dataset a table or
+# figure needs (config/experiments.yaml), at the union of the scales they use
+# for that dataset (one job per run and dataset), plus the bicubic floor rows.
 
 
 rule evaluate:
     input:
-        config=ancient(RESOLVED_CONFIG),
         ckpt=f"{RESULTS}/checkpoints/{{run}}.pth",
     output:
         csv=f"{RESULTS}/eval/{{run}}/{{dataset}}.csv",
@@ -15,6 +14,7 @@ rule evaluate:
         run=RUN_RE,
         dataset=DATASET_RE,
     params:
+        config=job_config("evaluate"),
         harness=HARNESS,
         scales=eval_scales,
     threads: EVAL_THREADS
@@ -23,14 +23,12 @@ rule evaluate:
         runtime=EVAL_RUNTIME,
         gpu=lambda wildcards: EVAL_GPUS or None,
     shell:
-        "{params.harness} evaluate --config {input.config} --checkpoint {input.ckpt} "
+        "{params.harness} evaluate --config {params.config:q} --checkpoint {input.ckpt} "
         "--dataset {wildcards.dataset} --scales {params.scales} --out {output.csv} --threads {threads} "
         "> {log} 2>&1"
 
 
 rule evaluate_bicubic:
-    input:
-        config=ancient(RESOLVED_CONFIG),
     output:
         csv=f"{RESULTS}/eval/bicubic/{{dataset}}.csv",
     log:
@@ -38,6 +36,7 @@ rule evaluate_bicubic:
     wildcard_constraints:
         dataset=DATASET_RE,
     params:
+        config=job_config("evaluate"),
         harness=HARNESS,
         scales=bicubic_scales,
     threads: 1
@@ -45,6 +44,6 @@ rule evaluate_bicubic:
         mem_mb=EVAL_MEM,
         runtime=EVAL_RUNTIME,
     shell:
-        "{params.harness} evaluate --config {input.config} --bicubic "
+        "{params.harness} evaluate --config {params.config:q} --bicubic "
         "--dataset {wildcards.dataset} --scales {params.scales} --out {output.csv} --threads {threads} "
         "> {log} 2>&1"

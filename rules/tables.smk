@@ -1,5 +1,6 @@
 # Tables, figures and the report: cheap jobs that read the per-image CSVs of
-# the evaluate and flops rules (so they run on the submitting host).
+# the evaluate and flops rules (so they run on the submitting host). Which
+# inputs each one reads comes from the experiment manifest.
 
 
 localrules:
@@ -14,19 +15,20 @@ rule table:
     input:
         unpack(table_inputs),
     output:
-        csv=f"{RESULTS}/table{{n}}.csv",
+        csv=f"{RESULTS}/{{name}}.csv",
     log:
-        f"{RESULTS}/logs/table{{n}}.log",
+        f"{RESULTS}/logs/{{name}}.log",
     wildcard_constraints:
-        n="[1-5]",
+        name=TABLE_RE,
     params:
+        config=lambda wildcards: job_config("table", wildcards.name),
         harness=HARNESS,
         args=table_args,
     threads: 1
     resources:
         **SMALL,
     shell:
-        "{params.harness} table {wildcards.n} --config {input.config}{params.args} "
+        "{params.harness} table {wildcards.name} --config {params.config:q}{params.args} "
         "--out {output.csv} > {log} 2>&1"
 
 
@@ -34,20 +36,21 @@ rule figure:
     input:
         unpack(figure_inputs),
     output:
-        png=f"{RESULTS}/figure{{n}}.png",
-        csv=f"{RESULTS}/figure{{n}}.csv",
+        png=f"{RESULTS}/{{name}}.png",
+        csv=f"{RESULTS}/{{name}}.csv",
     log:
-        f"{RESULTS}/logs/figure{{n}}.log",
+        f"{RESULTS}/logs/{{name}}.log",
     wildcard_constraints:
-        n="1|2|7",
+        name=FIGURE_RE,
     params:
+        config=lambda wildcards: job_config("figure", wildcards.name),
         harness=HARNESS,
         args=figure_args,
     threads: 1
     resources:
         **SMALL,
     shell:
-        "{params.harness} figure {wildcards.n} --config {input.config}{params.args} "
+        "{params.harness} figure {wildcards.name} --config {params.config:q}{params.args} "
         "--out {output.png} --data {output.csv} > {log} 2>&1"
 
 
@@ -67,9 +70,8 @@ rule models:
 
 rule report:
     input:
-        config=ancient(RESOLVED_CONFIG),
         tables=TABLES,
-        beta=f"{RESULTS}/figure7.csv",
+        figures=[f"{RESULTS}/{s}.csv" for s in X.claim_sources(CFG) if s in FIGURE_NAMES],
         models=f"{RESULTS}/models.json",
         paper=PAPER_CSVS,
     output:
@@ -77,6 +79,7 @@ rule report:
     log:
         f"{RESULTS}/logs/report.log",
     params:
+        config=job_config("report"),
         harness=HARNESS,
         results=lambda wildcards, input: Path(input.tables[0]).parent,
         paper=lambda wildcards, input: Path(input.paper[0]).parent,
@@ -84,7 +87,7 @@ rule report:
     resources:
         **SMALL,
     shell:
-        "{params.harness} report --config {input.config} --results {params.results} "
+        "{params.harness} report --config {params.config:q} --results {params.results} "
         "--paper {params.paper} --models {input.models} --out {output.md} > {log} 2>&1"
 
 

@@ -1,6 +1,8 @@
-# Training: one job per run (18 extractor x upsampler pairs and the three
+# Training: one job per run (every extractor x upsampler pair of `pairs` and the
 # TADT-LIIF ablations). Every tadt-* run is fine-tuned from the trained
-# Baseline with the same upsampler, so that checkpoint is its input.
+# Baseline with the same upsampler, so that checkpoint is its input. The
+# `config` param is the run's slice of the configuration (its resolved spec,
+# data and device): changing it, and only it, retrains the run.
 
 
 rule train:
@@ -14,7 +16,7 @@ rule train:
     wildcard_constraints:
         run=RUN_RE,
     params:
-        spec=train_spec_json,
+        config=lambda wildcards: job_config("train", wildcards.run),
         launcher=train_launcher,
         init=train_init_arg,
     threads: lambda wildcards: threads_for(wildcards.run)
@@ -23,6 +25,6 @@ rule train:
         runtime=lambda wildcards: train_runtime(wildcards.run),
         gpu=lambda wildcards: gpus_for(wildcards.run) or None,
     shell:
-        "{params.launcher} train --config {input.config} --run {wildcards.run} "
+        "{params.launcher} train --config {params.config:q} --run {wildcards.run} "
         "--out {output.ckpt} {params.init} --log {log.csv} --threads {threads} "
         "> {log.txt} 2>&1"

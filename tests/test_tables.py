@@ -24,14 +24,18 @@ PAPER = ROOT / "paper"
 # A two-pair world: Baseline and TADT with LIIF (so the three ablations exist too).
 SMALL = {
     "pairs": {"extractors": ["baseline", "tadt"], "upsamplers": ["liif"]},
-    "evaluation": {
-        "table1": {"dataset": "div2k-valid", "scales": [2, 3]},
-        "table2": {"datasets": ["b100", "urban100"], "scales": [2, 4]},
-        "table3": {"dataset": "div2k-valid", "scales": [2, 3]},
-        "table4": {"dataset": "urban100", "scales": [2, 6]},
-        "table5": {"dataset": "div2k-valid", "scales": [2, 3]},
-        "figure2": {"dataset": "div2k-valid", "image": 1, "scales": [2, 3]},
-        "figure7": {"scales": [2, 4]},
+    "experiments": {
+        "tables": {
+            "table1": {"datasets": ["div2k-valid"], "scales": [2, 3]},
+            "table2": {"datasets": ["b100", "urban100"], "scales": [2, 4]},
+            "table3": {"datasets": ["div2k-valid"], "scales": [2, 3]},
+            "table4": {"datasets": ["urban100"], "scales": [2, 6]},
+            "table5": {"datasets": ["div2k-valid"], "scales": [2, 3]},
+        },
+        "figures": {
+            "figure2": {"dataset": "div2k-valid", "image": 1, "scales": [2, 3]},
+            "figure7": {"scales": [2, 4]},
+        },
     },
 }
 BASE = {"bicubic": 28.0, "baseline-liif": 30.0, "tadt-liif": 31.0, "tadt-liif-beta0.5": 30.5,
@@ -147,23 +151,21 @@ def test_table_builders_give_known_csv(tmp_path, cfg_file, n):
 
 
 def test_table_same_layout_as_published():
-    """Our columns are the published table's columns (key and value names), at the paper's scales."""
+    """The columns the manifest gives each table are the published table's, in its order."""
     cfg = load_config(ROOT / "config" / "paper.yaml")
-    shapes = {1: {"x2", "x3", "x4", "x6", "x12", "x18", "x24", "x30"},
-              2: {f"{d}_x{s}" for d in ("b100", "urban100", "manga109") for s in (2, 3, 4, 6, 8)},
-              3: {"params_m", "gflops_x2", "gflops_x3", "gflops_x4"},
-              4: {"x2", "x3", "x4", "x6", "x8"},
-              5: {f"{k}_x{s}" for s in (2, 3, 4) for k in ("psnr", "gflops")}}
+    shapes = {1: ["x2", "x3", "x4", "x6", "x12", "x18", "x24", "x30"],
+              2: [f"{d}_x{s}" for d in ("b100", "urban100", "manga109") for s in (2, 3, 4, 6, 8)],
+              3: ["params_m", "gflops_x2", "gflops_x3", "gflops_x4"],
+              4: ["x2", "x3", "x4", "x6", "x8"],
+              5: [f"{k}_x{s}" for s in (2, 3, 4) for k in ("psnr", "gflops")]}
     for n, cols in shapes.items():
+        spec = cfg["experiments"]["tables"][f"table{n}"]
         pub = tables.read_table(PAPER / f"table{n}.csv")
-        assert set(tables.value_columns(pub)) == cols, n
+        assert tables.value_columns(pub) == cols, n
+        assert [c for c, *_ in tables.value_columns_for(spec)] == cols, n
         assert set(pub["profile"]) == {"published"}
-        for k in tables.TABLE_KEYS[n]:
+        for k in spec["key"]:
             assert k in pub.columns
-    # The columns our builders make at the paper's scales.
-    t = cfg["evaluation"]
-    assert [tables.scale_label(s) for s in t["table1"]["scales"]] == \
-        ["x2", "x3", "x4", "x6", "x12", "x18", "x24", "x30"]
 
 
 def test_missing_evaluation_names_the_run(tmp_path, cfg_file, capsys):
@@ -205,15 +207,10 @@ def test_published_tables_transcribed():
 
 
 def test_published_tables_pass_the_papers_claims():
-    inp = rep.load_inputs(PAPER / "nowhere", PAPER)
-    checks = {
-        "t1": rep.tadt_above_baseline(inp.paper[1]), "t2": rep.tadt_above_baseline(inp.paper[2]),
-        "t3": rep.tadt_flops_below_baseline(inp.paper[3]),
-        "t3c": rep.ours_cheaper_than_competitors(inp.paper[3]),
-        "t5": rep.lbeta_lowers_flops(inp.paper[5]), "t4a": rep.beta05_below_tarc(inp.paper[4]),
-        "t4b": rep.beta025s_below_tarc_x2(inp.paper[4]),
-    }
-    assert {k: c.status for k, c in checks.items()} == {k: "PASS" for k in checks}
+    """Every claim the manifest checks on the published tables holds there."""
+    inp = rep.load_inputs(PAPER / "nowhere", PAPER, None, load_config())
+    published = {c.number: c.published.status for c in rep.check_claims(inp) if c.published is not None}
+    assert published == {n: "PASS" for n in (1, 2, 3, 4, 5, 8, 9, 10)}
 
 
 # --------------------------------------------------------------------------- report
@@ -225,8 +222,7 @@ def _results(tmp_path, cfg_file):
     pd.DataFrame({"profile": "embedded", "run": ["tadt-liif"] * 3 + ["tadt-liif-nolbeta"] * 3,
                   "scale": [2.0, 4.0, 8.0] * 2, "beta": [0.3, 0.5, 0.7, 0.6, 0.8, 0.95]}
                  ).to_csv(out / "figure7.csv", index=False)
-    (out / "models.json").write_text(json.dumps({"extractors": {"baseline": {"params": 9_171_234},
-                                                                "tadt": {"params": 9_176_000}}}))
+    (out / "models.json").write_text(json.dumps({"extractors": {"baseline": 9_171_234, "tadt": 9_176_000}}))
     return out
 
 
@@ -256,27 +252,33 @@ def test_report_passes_and_fails_claims(tmp_path, cfg_file):
     _edit(res / "table3.csv", {"extractor": "tadt"}, "gflops_x2", "16.0000")
     text, claims = rep.build_report(res, PAPER, res / "models.json", cfg)
     by = {c.number: c for c in claims}
-    assert by[1].status == "FAIL" and "x3: 28.50 vs 29.00" in by[1].ours.evidence
+    assert by[1].status == "FAIL" and "tadt-liif vs baseline-liif x3: 28.50 vs 29.00" in by[1].ours.evidence
     assert by[3].status == "FAIL" and "gflops_x2" in by[3].ours.evidence
     assert "**FAIL**" in text
 
 
-def test_report_claims_on_beta_and_params(tmp_path, cfg_file):
+def test_report_claims_on_beta_and_params():
+    from harness import claims as C
+
+    cfg = load_config()
+    spec = {c["id"]: c for c in cfg["experiments"]["claims"]}
     beta = pd.DataFrame({"run": ["tadt-liif"] * 4, "scale": [2.0, 3.0, 4.0, 6.0],
                          "beta": [0.3, 0.5, 0.4, 0.6]})
-    assert rep.beta_grows(beta).status == "FAIL"  # drops by 0.1 from x3 to x4
+    grows = C.check_trend(C.figure7_frame(beta), spec[6])
+    assert grows.status == "FAIL" and "x3->x4: 0.500->0.400" in grows.evidence
     beta.loc[2, "beta"] = 0.495
-    assert rep.beta_grows(beta).status == "PASS"  # a dip within BETA_DIP still grows
-    assert rep.beta_grows(None).status == "N/A"
-    assert rep.paper_params({"baseline": 9_170_000, "tadt": 9_180_000}).status == "PASS"
-    assert rep.paper_params([{"name": "baseline", "params": 9_170_000},
-                             {"name": "tadt", "params": 9_230_000}]).status == "FAIL"
-    assert rep.paper_params({"nothing": 1}).status == "N/A"
+    assert C.check_trend(C.figure7_frame(beta), spec[6]).status == "PASS"  # a dip within `dip` still grows
+    assert C.check({"figure7": None}, spec[6], ["figure7"]).status == "N/A"
+    models = C.models_frame({"extractors": {"baseline": 9_170_000, "tadt": 9_180_000}})
+    assert C.check_values(models, spec[5]).status == "PASS"
+    models = C.models_frame({"extractors": {"baseline": 9_170_000, "tadt": 9_230_000}})
+    assert C.check_values(models, spec[5]).status == "FAIL"
+    assert C.models_frame({"nothing": 1}) is None
 
 
 def test_report_verb_with_missing_inputs(tmp_path):
     out = tmp_path / "report.md"
-    assert run_verb(["report", "--results", tmp_path / "empty", "--out", out]) == 0
+    assert run_verb(["report", "--results", tmp_path / "empty", "--out", out]) == 0  # embedded default
     text = out.read_text()
     assert "Not available in this results folder: Table 1, Table 2, Table 3, Table 4, Table 5" in text
     assert "N/A" in text

@@ -116,9 +116,11 @@ def flatten(results, tables) -> "pd.DataFrame":
 
     import pandas as pd
 
+    from harness.config import load_config
     from harness.errors import HarnessError
     from harness.tables import read_table, row_key, value_columns
 
+    specs = load_config()["experiments"]["tables"]  # each table's key columns
     rows = []
     for n in tables:
         path = Path(results) / f"table{n}.csv"
@@ -133,7 +135,7 @@ def flatten(results, tables) -> "pd.DataFrame":
         for _, r in df.iterrows():
             for c in value_columns(df):
                 if pd.notna(r[c]):
-                    rows.append({"table": n, "row": row_key(n, r), "column": c, "value": float(r[c])})
+                    rows.append({"table": n, "row": row_key(specs[f"table{n}"]["key"], r), "column": c, "value": float(r[c])})
     return pd.DataFrame(rows, columns=["table", "row", "column", "value"])
 
 

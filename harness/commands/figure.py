@@ -3,18 +3,21 @@ from __future__ import annotations
 
 HELP = "draw Figure 1, 2 or 7 (PNG) and write the numbers behind it (CSV)"
 DESCRIPTION = """\
-  Figure 1  PSNR vs GFLOPs with LIIF at x2 and x3, disc area ~ parameters:
-            --table3 results/table3.csv --eval <each *-liif run on table1's dataset>
-  Figure 2  GFLOPs vs scale, SwinIR vs TADT on one image (evaluation.figure2):
-            --flops swinir=CSV tadt-liif=CSV
-  Figure 7  beta predicted by the trained TARC vs scale (evaluation.figure7.scales):
-            --checkpoint tadt-liif=PTH tadt-liif-nolbeta=PTH
+  figure1  PSNR vs GFLOPs (Table 3's extractors and upsampler), disc area ~ parameters:
+           --table3 results/table3.csv --eval <each Table 3 run on Table 1's dataset>
+  figure2  GFLOPs vs scale, SwinIR vs TADT on one image:
+           --flops swinir=CSV tadt-liif=CSV
+  figure7  beta predicted by the trained TARC vs scale:
+           --checkpoint tadt-liif=PTH tadt-liif-nolbeta=PTH
+Inputs, scales and the image come from the experiment manifest
+(config/experiments.yaml, key figures).
 Every figure says which profile produced it; embedded numbers are not the paper's.
 """
 
 
 def configure(parser) -> None:
-    parser.add_argument("n", type=int, choices=[1, 2, 7], help="figure number")
+    parser.add_argument("name", choices=["figure1", "figure2", "figure7", "1", "2", "7"],
+                        help="figure of the manifest (config/experiments.yaml): figure1, figure2, figure7")
     parser.add_argument("--config", nargs="+", default=[], metavar="YAML",
                         help="configuration file(s) (default: the embedded default)")
     parser.add_argument("--table3", metavar="CSV", help="Figure 1: our Table 3")
@@ -37,12 +40,13 @@ def run(args) -> int:
     from harness.tables import parse_named, read_evals, read_flops, read_table
 
     cfg = load_config(*args.config)
-    if args.n == 1:
+    name = f"figure{args.name}" if args.name.isdigit() else args.name
+    if name == "figure1":
         if not args.table3:
             raise HarnessError("Figure 1 needs --table3")
         data = figures.figure1_data(cfg, read_table(args.table3), read_evals(args.eval))
         figures.plot_figure1(data, cfg, args.out)
-    elif args.n == 2:
+    elif name == "figure2":
         data = figures.figure2_data(cfg, read_flops(parse_named(args.flops, "--flops")))
         figures.plot_figure2(data, cfg, args.out)
     else:
@@ -53,5 +57,5 @@ def run(args) -> int:
         figures.plot_figure7(data, cfg, args.out)
     data_path = args.data or str(Path(args.out).with_suffix(".csv"))
     figures.write_data(data, data_path)
-    print(f"Figure {args.n} ({cfg['profile']} profile) -> {args.out}, {data_path}")
+    print(f"{name} ({cfg['profile']} profile) -> {args.out}, {data_path}")
     return 0

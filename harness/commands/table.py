@@ -1,28 +1,23 @@
 """``python -m harness table N``: build one of the paper's Tables 1-5 as CSV."""
 from __future__ import annotations
 
-HELP = "build Table 1-5 (paper layout) from per-image evaluation and FLOPs CSVs"
+HELP = "build one of the paper's tables (paper layout) from per-image evaluation and FLOPs CSVs"
 DESCRIPTION = """\
-Build one of the paper's tables from the per-image CSVs written by
-'evaluate' (--eval) and 'flops' (--flops NAME=CSV; NAME is the extractor, or the
-TADT run for routed FLOPs). The table says which profile and dataset(s)
-produced it. Scales and datasets come from the config's evaluation.tableN.
-
-  Table 1  --eval: every pair and bicubic on evaluation.table1.dataset
-  Table 2  --eval: every pair and bicubic on each evaluation.table2.datasets
-  Table 3  --flops: each static extractor and tadt-liif (params are counted
-           from the config's widths unless --params gives them)
-  Table 4  --eval: tadt-liif-beta0.5, tadt-liif-beta0.25s, tadt-liif
-  Table 5  --eval and --flops: tadt-liif, tadt-liif-nolbeta
+Build one of the paper's tables from the per-image CSVs written by 'evaluate'
+(--eval) and 'flops' (--flops NAME=CSV; NAME is the extractor, or the run of a
+routed extractor such as TADT, whose FLOPs depend on its trained routing).
+The table's rows, datasets, scales and kinds of value come from the experiment
+manifest (config/experiments.yaml, key tables.NAME); the table says which
+profile and dataset(s) produced it.
 
 Example:
-  python -m harness table 3 --config results/config.yaml \\
+  python -m harness table table3 \\
       --flops swinir=results/flops/swinir/div2k-valid.csv ... --out results/table3.csv
 """
 
 
 def configure(parser) -> None:
-    parser.add_argument("n", type=int, choices=[1, 2, 3, 4, 5], help="table number")
+    parser.add_argument("name", help="table of the manifest: table1 ... table5 (or just its number)")
     parser.add_argument("--config", nargs="+", default=[], metavar="YAML",
                         help="configuration file(s) (default: the embedded default)")
     parser.add_argument("--eval", nargs="*", default=[], metavar="CSV",
@@ -30,7 +25,7 @@ def configure(parser) -> None:
     parser.add_argument("--flops", nargs="*", default=[], metavar="NAME=CSV",
                         help="per-image FLOPs CSVs written by 'flops'")
     parser.add_argument("--params", metavar="JSON",
-                        help="Table 3: {extractor: parameter count} instead of counting them")
+                        help="{extractor: parameter count} instead of counting them")
     parser.add_argument("--out", required=True, help="output CSV")
 
 
@@ -38,8 +33,8 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from harness.errors import HarnessError
     from harness.config import load_config
+    from harness.errors import HarnessError
     from harness.tables import build_table, parse_named, read_evals, read_flops, write_table
 
     cfg = load_config(*args.config)
@@ -49,9 +44,10 @@ def run(args) -> int:
         if not p.is_file():
             raise HarnessError(f"--params file {p} does not exist")
         params = {str(k): int(v) for k, v in json.loads(p.read_text()).items()}
-    df = build_table(args.n, cfg, evals=read_evals(args.eval),
+    name = f"table{args.name}" if args.name.isdigit() else args.name
+    df = build_table(name, cfg, evals=read_evals(args.eval),
                      flops=read_flops(parse_named(args.flops, "--flops")), params=params)
     write_table(df, args.out)
-    print(f"Table {args.n} ({cfg['profile']} profile, {df['dataset'].iloc[0]}): "
+    print(f"{name} ({cfg['profile']} profile, {df['dataset'].iloc[0]}): "
           f"{len(df)} rows -> {args.out}")
     return 0
