@@ -66,13 +66,13 @@ def assert_no_cell_moved(current: list[dict], baseline: pd.DataFrame, trained: b
 
 def test_embedded_edsr_liif_psnr_matches_the_baseline(embedded, tmp_path):
     cfg_path, cfg = embedded
-    table1 = cfg["evaluation"]["table1"]
+    table1 = cfg["experiments"]["tables"]["table1"]
     ckpt, log = tmp_path / "edsr-baseline-liif.pth", tmp_path / "train.csv"
     assert main(["train", "--config", str(cfg_path), "--run", "edsr-baseline-liif", "--out", str(ckpt),
                  "--log", str(log), "--threads", "1", "--progress", "none"]) == 0
     out = tmp_path / "eval.csv"
     assert main(["evaluate", "--config", str(cfg_path), "--checkpoint", str(ckpt),
-                 "--dataset", table1["dataset"], "--scales", ",".join(str(s) for s in table1["scales"]),
+                 "--dataset", table1["datasets"][0], "--scales", ",".join(str(s) for s in table1["scales"]),
                  "--out", str(out), "--progress", "none"]) == 0
     evals = read_evals([out])
     current = []
@@ -86,12 +86,12 @@ def test_embedded_edsr_liif_psnr_matches_the_baseline(embedded, tmp_path):
 
 def test_embedded_static_flops_match_the_baseline(embedded, tmp_path):
     cfg_path, cfg = embedded
-    table3 = cfg["evaluation"]["table3"]
+    table3 = cfg["experiments"]["tables"]["table3"]
     scales = ",".join(str(s) for s in table3["scales"])
     named = {}
     for ext in STATIC:
         named[ext] = tmp_path / f"{ext}.csv"
-        assert main(["flops", "--extractor", ext, "--dataset", table3["dataset"], "--scales", scales,
+        assert main(["flops", "--extractor", ext, "--dataset", table3["datasets"][0], "--scales", scales,
                      "--config", str(cfg_path), "--out", str(named[ext])]) == 0
     flops = read_flops(named)
     current = [{"table": 3, "row": f"liif/{ext}", "column": f"gflops_{scale_label(s)}",
