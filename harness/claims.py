@@ -20,7 +20,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.tables import column_kind, scale_label, value_columns
+from harness.scales import scale_label
+from harness.tables import column_kind, value_columns
 
 PASS, FAIL, NA = "PASS", "FAIL", "N/A"
 MAX_LISTED = 8

@@ -25,7 +25,8 @@ import pandas as pd
 from harness import experiments as X
 from harness.errors import HarnessError
 from harness.io import atomic_path
-from harness.tables import mean_psnr, scale_label
+from harness.scales import format_scale, scale_label
+from harness.tables import mean_psnr
 
 LABELS = {"edsr-baseline": "EDSR-baseline", "rdn": "RDN", "rcan": "RCAN", "swinir": "SwinIR",
           "baseline": "Baseline", "tadt": "TADT", "tadt-liif": "TADT (w L_beta)",
@@ -64,7 +65,7 @@ def figure1_data(cfg: dict, table3: pd.DataFrame, evals: pd.DataFrame) -> pd.Dat
         for s in f1["scales"]:
             col = f"gflops_{scale_label(s)}"
             if col not in table3.columns:
-                raise HarnessError(f"Figure 1 needs GFLOPs at x{float(s):g}: add {float(s):g} to "
+                raise HarnessError(f"Figure 1 needs GFLOPs at {scale_label(s)}: add {format_scale(s)} to "
                                    f"experiments/tables/{f1['table']}/scales")
             rows.append({"profile": cfg["profile"], "dataset": ds, "extractor": ext, "scale": float(s),
                          "psnr": mean_psnr(evals, f"{ext}-{up}", ds, s),
@@ -90,7 +91,7 @@ def plot_figure1(data: pd.DataFrame, cfg: dict, out) -> None:
                         (r["gflops"], r["psnr"]), ha="center", va="center", fontsize=7)
         ax.set_xlabel("GFLOPs (feature extractor)")
         ax.set_ylabel("PSNR (dB)")
-        ax.set_title(f"({chr(ord('a') + scales.index(s))}) x{s:g}, {d['dataset'].iloc[0]}")
+        ax.set_title(f"({chr(ord('a') + scales.index(s))}) {scale_label(s)}, {d['dataset'].iloc[0]}")
         ax.margins(0.15)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{X.figure(cfg, 'figure1')['title']} ({_note(cfg)})", fontsize=10)
@@ -113,7 +114,7 @@ def figure2_data(cfg: dict, flops: pd.DataFrame) -> pd.DataFrame:
         for s in f2["scales"]:
             sel = d[(d["image"] == image) & ((d["scale"] - float(s)).abs() < 1e-6)]
             if sel.empty:
-                raise HarnessError(f"Figure 2: no FLOPs for {name} on {image} at x{float(s):g}")
+                raise HarnessError(f"Figure 2: no FLOPs for {name} on {image} at {scale_label(s)}")
             r = sel.iloc[0]
             rows.append({"profile": cfg["profile"], "dataset": f2["dataset"], "image": image,
                          "h": int(r["h"]) if "h" in r else None, "w": int(r["w"]) if "w" in r else None,
@@ -137,7 +138,7 @@ def plot_figure2(data: pd.DataFrame, cfg: dict, out) -> None:
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(scales))]
         bars = ax.bar(xs, d["gflops"], width, label=LABELS.get(name, name))
         ax.bar_label(bars, labels=[f"{v:.2f}" if v >= 1 else f"{v:.3g}" for v in d["gflops"]], fontsize=6)
-    ax.set_xticks(range(len(scales)), [f"x{s:g}" for s in scales])
+    ax.set_xticks(range(len(scales)), [scale_label(s) for s in scales])
     ax.set_xlabel("SR scale")
     ax.set_ylabel("GFLOPs (feature extractor)")
     first = data.iloc[0]

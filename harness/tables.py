@@ -29,6 +29,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.io import atomic_path
+from harness.scales import scale_label
 
 META_COLUMNS = ("profile", "dataset", "upsampler", "extractor", "variant", "run")
 EMPTY = "-"
@@ -38,11 +39,6 @@ FLOPS_COLUMNS = ("image", "scale", "gflops")
 
 
 # --------------------------------------------------------------------------- names
-
-def scale_label(scale: float) -> str:
-    """``2`` -> ``x2``, ``2.5`` -> ``x2.5`` (column names of every table)."""
-    return f"x{float(scale):g}"
-
 
 def value_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in META_COLUMNS]
@@ -123,7 +119,7 @@ def _close(a: pd.Series, s: float) -> pd.Series:
 def mean_psnr(evals: pd.DataFrame, run: str, dataset: str, scale: float) -> float:
     sel = evals[(evals["run"] == run) & (evals["dataset"] == dataset) & _close(evals["scale"], scale)]
     if sel.empty:
-        raise HarnessError(f"no PSNR for run {run} on {dataset} at x{float(scale):g} "
+        raise HarnessError(f"no PSNR for run {run} on {dataset} at {scale_label(scale)} "
                            "in the evaluation CSVs given")
     return float(sel["psnr"].astype(float).mean())
 
@@ -131,7 +127,7 @@ def mean_psnr(evals: pd.DataFrame, run: str, dataset: str, scale: float) -> floa
 def mean_gflops(flops: pd.DataFrame, name: str, scale: float) -> float:
     sel = flops[(flops["name"] == name) & _close(flops["scale"], scale)]
     if sel.empty:
-        raise HarnessError(f"no FLOPs for {name} at x{float(scale):g} in the FLOPs CSVs given")
+        raise HarnessError(f"no FLOPs for {name} at {scale_label(scale)} in the FLOPs CSVs given")
     return float(sel["gflops"].astype(float).mean())
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from harness import experiments as X
 from harness.config import checkpoint_path, load_config, run_names, run_spec
 from harness.errors import HarnessError
+from harness.scales import format_scale
 from snakemake.exceptions import WorkflowError
 
 
@@ -58,7 +59,7 @@ ROUTED_RUNS = sorted({n for n, _ in FLOPS_NEEDS if n in RUNS})
 
 def format_scales(scales):
     """2,3,4 or 2,2.5,3: what the verbs take for --scales."""
-    return ",".join(f"{float(s):g}" for s in scales)
+    return ",".join(format_scale(s) for s in scales)
 
 
 def spec(run):

@@ -30,7 +30,8 @@ from harness.cli import main
 from harness.commands.check_regression import (DEFAULT_TOL_DB, DEFAULT_TOL_GFLOPS_REL, compare,
                                                read_baseline, tolerances)
 from harness.config import DEFAULT_CONFIG, ROOT, load_config
-from harness.tables import mean_gflops, read_evals, read_flops, scale_label
+from harness.scales import scale_label
+from harness.tables import mean_gflops, read_evals, read_flops
 
 BASELINE = ROOT / "tests" / "regression" / "embedded.csv"
 STATIC = ("edsr-baseline", "rdn", "rcan", "swinir", "baseline")
