@@ -1,13 +1,16 @@
 # The two commands in the README:
 #   make table1   build the environment if needed, then run results/table1.csv on the embedded default
 #   make test     build the environment if needed, then run the test suite
+# Also:
+#   make test-slurm  the SLURM profile on a local single-node cluster (tests/slurm_local_cluster.sh;
+#                 installs slurm-wlm/munge with apt as root and the [slurm] extra; ~10 min on 2 cores)
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 CORES   ?= all
 
-.PHONY: env test table1 all-results lint clean-results
+.PHONY: env test test-slurm table1 all-results lint clean-results
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +21,9 @@ env: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-slurm: $(STAMP)
+	VENV=$(VENV) bash tests/slurm_local_cluster.sh
 
 table1: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) results/table1.csv
