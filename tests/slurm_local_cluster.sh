@@ -70,8 +70,10 @@ install_slurm() {
     [ "$(id -u)" -eq 0 ] || skip "SLURM is not installed ($missing missing); installing Debian's slurm-wlm and munge needs root"
     say "installing Debian's slurm-wlm and munge ($missing missing)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq || skip "apt-get update failed (no package mirror reachable?)"
-    apt-get install -y -qq slurm-wlm munge >/dev/null || skip "apt-get install slurm-wlm munge failed"
+    apt-get update -qq >"$WORK/apt.log" 2>&1 ||
+        { tail -n 5 "$WORK/apt.log" >&2; skip "apt-get update failed (no package mirror reachable?)"; }
+    apt-get install -y -qq slurm-wlm munge >>"$WORK/apt.log" 2>&1 ||
+        { tail -n 10 "$WORK/apt.log" >&2; skip "apt-get install slurm-wlm munge failed"; }
     missing=$(missing_bins)
     [ -z "$missing" ] || fail "still missing after apt-get install: $missing"
 }
@@ -95,10 +97,11 @@ PY
 }
 
 install_plugin() {
-    if [ ! -x "$VENV/bin/python" ]; then
+    if [ ! -e "$VENV" ]; then
         say "creating $VENV"
         python3 -m venv "$VENV"
     fi
+    [ -x "$VENV/bin/python" ] || fail "$VENV/bin/python is not an executable Python"
     if ! plugin_installed 2>/dev/null; then
         say "installing the project with the SLURM executor plugin: pip install -e '.[slurm]'"
         "$VENV/bin/python" -m pip install -q -e "$ROOT[slurm]"
@@ -108,16 +111,14 @@ install_plugin() {
 
 dry_run_paper() {
     # The paper profile through profiles/slurm, planned only (no cluster needed).
-    local d out
-    d=$(mktemp -d "${TMPDIR:-/tmp}/tadt-slurm-dry.XXXXXX")
-    if ! out=$("$VENV/bin/python" -m snakemake -s "$ROOT/Snakefile" -d "$d" -n \
-        --workflow-profile "$ROOT/profiles/slurm" all --configfile "$ROOT/config/paper.yaml" 2>&1); then
-        rm -rf "$d"
-        printf '%s\n' "$out" | tail -n 30 >&2
+    local n
+    run_logged "$WORK/dry-run.log" "$VENV/bin/python" -m snakemake -s "$ROOT/Snakefile" -d "$WORK/dry-run" -n \
+        --workflow-profile "$ROOT/profiles/slurm" all --configfile "$ROOT/config/paper.yaml" || {
+        tail -n 30 "$WORK/dry-run.log" >&2
         fail "the dry run of the paper profile through profiles/slurm failed"
-    fi
-    rm -rf "$d"
-    say "dry run of the paper profile through profiles/slurm: $(printf '%s\n' "$out" | awk '$1 == "total" {print $2; exit}') jobs planned"
+    }
+    n=$(awk '$1 == "total" {print $2; exit}' "$WORK/dry-run.log")
+    say "dry run of the paper profile through profiles/slurm: ${n:-?} jobs planned"
 }
 
 # ----------------------------------------------------------------- 3./6. cluster
@@ -127,6 +128,14 @@ PIDS=()
 cleanup() {
     local rc=$? pid i
     trap - EXIT INT TERM
+    set +e  # clean up as much as possible, whatever fails
+    # A run still going (interrupted): TERM makes Snakemake cancel its SLURM jobs.
+    if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
+        kill -TERM "$CHILD" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$CHILD" 2>/dev/null && kill -KILL -- "-$CHILD" 2>/dev/null  # timeout's process group
+        wait "$CHILD" 2>/dev/null || true
+    fi
     # Jobs still running (a failed or interrupted run) end before their slurmd does.
     if [ -n "${SLURM_CONF:-}" ] && scontrol ping >/dev/null 2>&1; then
         scancel --user "$(id -un)" 2>/dev/null || true
@@ -250,9 +259,22 @@ node_idle() {
 SNAKEMAKE=("$VENV/bin/python" -m snakemake -s "$ROOT/Snakefile")
 RUN_TIMEOUT=${RUN_TIMEOUT:-900}  # seconds each run may take before the test fails
 
+CHILD=""
+run_logged() {  # run_logged LOG COMMAND...: at most RUN_TIMEOUT seconds, output to LOG
+    # In the background, so that INT/TERM reach this script's traps at once
+    # (bash would wait for a foreground command first).
+    local log=$1 rc=0
+    shift
+    timeout "$RUN_TIMEOUT" "$@" >"$log" 2>&1 &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
+
 run_local() {
     say "local run: snakemake --cores 1 ${TARGETS[*]}"
-    timeout "$RUN_TIMEOUT" "${SNAKEMAKE[@]}" -d "$WORK/local" --cores 1 "${TARGETS[@]}" >"$WORK/local.log" 2>&1 \
+    run_logged "$WORK/local.log" "${SNAKEMAKE[@]}" -d "$WORK/local" --cores 1 "${TARGETS[@]}" \
         || { tail -n 40 "$WORK/local.log" >&2; fail "the local run failed"; }
 }
 
@@ -260,9 +282,8 @@ run_slurm() {
     # --jobs 2: this cluster has the CPUs of one small machine. The shorter first
     # status check and the kept job logs only make the test faster and checkable.
     say "SLURM run: snakemake --workflow-profile profiles/slurm --jobs 2 ${TARGETS[*]}"
-    timeout "$RUN_TIMEOUT" "${SNAKEMAKE[@]}" -d "$WORK/slurm" --workflow-profile "$ROOT/profiles/slurm" --jobs 2 \
-        --slurm-init-seconds-before-status-checks 10 --slurm-keep-successful-logs \
-        "${TARGETS[@]}" >"$WORK/slurm.log" 2>&1 \
+    run_logged "$WORK/slurm.log" "${SNAKEMAKE[@]}" -d "$WORK/slurm" --workflow-profile "$ROOT/profiles/slurm" \
+        --jobs 2 --slurm-init-seconds-before-status-checks 10 --slurm-keep-successful-logs "${TARGETS[@]}" \
         || { tail -n 60 "$WORK/slurm.log" >&2; fail "the SLURM run failed"; }
 }
 
@@ -299,13 +320,13 @@ check_equal() {
 }
 
 # ----------------------------------------------------------------- main
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tadt-slurm.XXXXXX")
+trap cleanup EXIT
+trap 'say "interrupted: stopping the cluster"; exit 130' INT
+trap 'say "terminated: stopping the cluster"; exit 143' TERM
 install_plugin
 dry_run_paper
 install_slurm
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tadt-slurm.XXXXXX")
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 start_cluster
 t0=$SECONDS
 run_local
