@@ -3,7 +3,7 @@
 Without a cluster: what the profile sets for a site without accounting, that its
 plugin options exist in the pinned plugin, and that the paper profile dry-runs
 through it. With ``-m slurm``: the whole of tests/slurm_local_cluster.sh (a real
-single-node SLURM started on this machine; about 10 minutes on 2 cores), which
+single-node SLURM started on this machine; 3.5-11 minutes on 2 cores), which
 the default run skips.
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ def test_paper_profile_dry_runs_through_the_slurm_profile(tmp_path):
 @pytest.mark.timeout(1800)
 def test_local_cluster_runs_the_profile_like_a_local_run(request):
     if "slurm" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("starts a SLURM cluster (about 10 min): select it with -m slurm")
+        pytest.skip("starts a SLURM cluster (several minutes): select it with -m slurm")
     # The script uses (and installs the [slurm] extra into) the environment running the tests.
     proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=1700,
                           env={**os.environ, "VENV": sys.prefix})
