@@ -24,6 +24,9 @@ from harness import experiments as X
 from harness.config import ROOT, load_config, run_names
 
 
+# The run is a few minutes on a busy 2-core machine: more than the suite's per-test limit.
+pytestmark = pytest.mark.timeout(1800)
+
 TEST_CONFIG = ROOT / ".test" / "config.yaml"
 SNAKEFILE = ROOT / "Snakefile"
 
@@ -106,7 +109,7 @@ def test_max_images_reruns_evaluations_and_flops_and_what_reads_them_only(e2e):
     counts, out = dry(e2e["wd"], variant(e2e["wd"], "max2.yaml", evaluation__max_images=2))
     assert "train" not in counts and "models" not in counts
     n_eval = len([k for k in X.eval_needs(load_config(e2e["config"])) if k[0] != X.BICUBIC])
-    assert counts["evaluate"] == n_eval and counts["evaluate_bicubic"] == 2
+    assert counts["evaluate"] == n_eval and counts["evaluate_bicubic"] == 1
     assert counts["flops_static"] + counts["flops_routed"] == 4
     assert counts["table"] == 5 and counts["figure"] == 2  # figure7 reads checkpoints only
     reasons = out.split("params have changed since last execution:", 1)[1].splitlines()[1]
