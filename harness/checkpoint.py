@@ -31,10 +31,15 @@ pass through; encoder arguments our extractor does not take (``scale``,
 then loaded with ``strict=True``.
 
 Every failure a user can cause -- missing, truncated or corrupt file, a file
-that would need unsafe unpickling, an unknown model name, weights that do not
-fit the model -- is a :class:`harness.errors.HarnessError` naming the file.
-:func:`load_weights` is the one check that weights fit a model, used by
-:func:`load_model`, training (init and resume) and the Baseline-to-TADT import.
+that would need unsafe unpickling, an unknown model name, a spec or weights of
+the wrong types, weights that do not fit the model, a model too large for the
+memory -- is a :class:`harness.errors.HarnessError` naming the file, raised
+before the model is allocated: :func:`load_model` checks the spec's types,
+builds the model on the meta device, checks the weights against it and the
+memory it needs (:mod:`harness.modelbuild`), and only then builds it.
+:func:`load_weights` is the one check that weights fit a model (:func:`check_fit`
+without copying), used by :func:`load_model`, training (init and resume) and the
+Baseline-to-TADT import.
 """
 from __future__ import annotations
 
@@ -50,10 +55,10 @@ import torch
 
 from harness.errors import HarnessError
 from harness.io import atomic_path
+from harness.modelbuild import SPEC_KEYS, build_model_bounded, check_args, check_spec
 
 FORMAT = "tadt-harness/1"
 RELEASE_FORMAT = "liif-release"
-SPEC_KEYS = ("upsampler", "extractor", "extractor_args", "upsampler_args")
 
 RELEASE_UPSAMPLERS = {"liif": "liif", "lte": "lte", "metasr": "metasr"}
 RELEASE_EXTRACTORS = {"edsr-baseline": "edsr-baseline", "rdn": "rdn", "rcan": "rcan",
@@ -199,13 +204,10 @@ def load_model(path, map_location="cpu"):
     release ``epoch``, ``release`` (its name and args) and ``dropped_encoder_args``.
     """
     path = Path(path)
+    source = f"checkpoint {path}"
     ck = load_checkpoint(path)
     if ck.get("format") == FORMAT:
-        spec, state_dict = ck.get("model"), ck.get("state_dict")
-        if not isinstance(spec, dict) or any(k not in spec for k in SPEC_KEYS) \
-                or not isinstance(state_dict, Mapping):
-            raise HarnessError(f"checkpoint {path} is a damaged {FORMAT} file "
-                               "(no model spec or state_dict)")
+        spec, state_dict = check_spec(ck.get("model"), source), ck.get("state_dict")
         meta = {k: ck.get(k) for k in ("step", "optimizer", "scheduler", "rng", "run")}
         meta.update(format=FORMAT, path=str(path), spec=spec)
     elif isinstance(ck.get("model"), dict) and "sd" in ck["model"]:
@@ -219,26 +221,13 @@ def load_model(path, map_location="cpu"):
         raise HarnessError(f"checkpoint {path} is neither a {FORMAT} file nor a LIIF/LTE "
                            "release ({'model': {'name', 'args', 'sd'}}); top-level keys: "
                            f"{sorted(map(str, ck))[:_MAX_LISTED]}")
-    model = _build(spec, path)
-    load_weights(model, state_dict, f"checkpoint {path}",
-                 f"{spec['upsampler']} on {spec['extractor']} (extractor_args "
-                 f"{spec['extractor_args']}, upsampler_args {spec['upsampler_args']})")
+    target = (f"{spec['upsampler']} on {spec['extractor']} (extractor_args "
+              f"{spec['extractor_args']}, upsampler_args {spec['upsampler_args']})")
+    state_dict = check_state_dict(state_dict, source)
+    model = build_model_bounded(spec, source, devices=("cpu", map_location),
+                                check=lambda probe: check_fit(probe, state_dict, source, target))
+    load_weights(model, state_dict, source, target)
     return model.to(map_location).eval(), meta
-
-
-def _build(spec: Mapping[str, Any], path: Path) -> torch.nn.Module:
-    from upsamplers import create_model
-
-    try:
-        return create_model(spec["upsampler"], spec["extractor"],
-                            extractor_args=dict(spec["extractor_args"] or {}),
-                            upsampler_args=dict(spec["upsampler_args"] or {}))
-    except KeyError as exc:  # the registries' "unknown <family> ...; known: ..."
-        raise HarnessError(f"checkpoint {path}: {exc.args[0] if exc.args else exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise HarnessError(f"checkpoint {path}: cannot build {spec['upsampler']} on "
-                           f"{spec['extractor']} with extractor_args {spec['extractor_args']} "
-                           f"and upsampler_args {spec['upsampler_args']}: {exc}") from None
 
 
 def _listed(items: list[str]) -> str:
@@ -247,28 +236,36 @@ def _listed(items: list[str]) -> str:
 
 
 # -- fitting weights into a model ---------------------------------------------
-def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Any], source: str,
-                 target: str | None = None, may_lack: Sequence[str] = ()) -> tuple[int, int]:
-    """Copy ``state_dict`` into ``model`` once it is known to fit; returns ``(copied, kept)``.
+def check_state_dict(state_dict: Any, source: str) -> "OrderedDict[str, torch.Tensor]":
+    """``state_dict`` if it maps names (strings) to tensors, DDP's ``module.`` stripped; else one line."""
+    if not isinstance(state_dict, Mapping):
+        raise HarnessError(f"{source}: its weights are a {type(state_dict).__name__}, not a "
+                           "mapping of names to tensors")
+    bad_keys = [repr(k) for k in state_dict if not isinstance(k, str)]
+    bad_values = [f"{k} ({type(v).__name__})" for k, v in state_dict.items()
+                  if isinstance(k, str) and not isinstance(v, torch.Tensor)]
+    if bad_keys or bad_values:
+        what = [f"{len(bad_keys)} keys that are not strings ({_listed(bad_keys)})"] if bad_keys else []
+        what += [f"{len(bad_values)} values that are not tensors ({_listed(bad_values)})"] if bad_values else []
+        raise HarnessError(f"{source}: its weights hold " + "; ".join(what))
+    return strip_wrapper_prefix(state_dict)
 
-    Fits means: every tensor of ``state_dict`` has a tensor of the same name and
-    shape in the model, and every tensor of the model is in ``state_dict`` unless
-    its name starts with one of ``may_lack`` (those keep their values and are
-    counted in ``kept``). DDP's ``module.`` and torch.compile's ``_orig_mod.``
-    prefixes are dropped first. Otherwise nothing is copied and a one-line
-    :class:`HarnessError` says ``"<source> does not fit <target>: "`` followed by
-    the missing keys, the unexpected keys and those of another shape, counted and
-    listed (``target`` defaults to the model's class name).
+
+def check_fit(model: torch.nn.Module, state_dict: Mapping[str, Any], source: str,
+              target: str | None = None, may_lack: Sequence[str] = ()) -> list[str]:
+    """Raise :func:`load_weights`'s one-line error unless ``state_dict`` fits ``model``.
+
+    Nothing is copied (``model`` may live on the meta device); returns the
+    model's keys that ``state_dict`` lacks under ``may_lack``.
     """
-    state_dict = strip_wrapper_prefix(state_dict)
+    state_dict = check_state_dict(state_dict, source)
     own = model.state_dict()
     absent = [k for k in own if k not in state_dict]
     kept = [k for k in absent if k.startswith(tuple(may_lack))]
     missing = [k for k in absent if not k.startswith(tuple(may_lack))]
     unexpected = [k for k in state_dict if k not in own]
-    reshaped = [f"{k} {tuple(getattr(state_dict[k], 'shape', ()))} vs {tuple(own[k].shape)}"
-                for k in own if k in state_dict
-                and tuple(getattr(state_dict[k], "shape", ())) != tuple(own[k].shape)]
+    reshaped = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+                for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or reshaped:
         parts = []
         if missing:
@@ -279,6 +276,25 @@ def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Any], source: 
             parts.append(f"{len(reshaped)} of another shape (file vs model: {_listed(reshaped)})")
         raise HarnessError(f"{source} does not fit {target or type(model).__name__}: "
                            + "; ".join(parts))
+    return kept
+
+
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Any], source: str,
+                 target: str | None = None, may_lack: Sequence[str] = ()) -> tuple[int, int]:
+    """Copy ``state_dict`` into ``model`` once it is known to fit; returns ``(copied, kept)``.
+
+    Fits means: ``state_dict`` maps names to tensors, every tensor of it has a
+    tensor of the same name and shape in the model, and every tensor of the
+    model is in ``state_dict`` unless its name starts with one of ``may_lack``
+    (those keep their values and are counted in ``kept``). DDP's ``module.`` and
+    torch.compile's ``_orig_mod.`` prefixes are dropped first. Otherwise nothing
+    is copied and a one-line :class:`HarnessError` says ``"<source> does not fit
+    <target>: "`` followed by the missing keys, the unexpected keys and those of
+    another shape, counted and listed (``target`` defaults to the model's class
+    name); see :func:`check_fit`.
+    """
+    kept = check_fit(model, state_dict, source, target, may_lack)
+    state_dict = strip_wrapper_prefix(state_dict)
     model.load_state_dict(state_dict, strict=not kept)
     return len(state_dict), len(kept)
 
@@ -314,31 +330,38 @@ def weights_of(ck: Mapping[str, Any], path) -> Mapping[str, Any]:
 # -- released LIIF/LTE files -------------------------------------------------
 def spec_from_release(model_spec: Mapping[str, Any], path) -> tuple[dict, list[str]]:
     """Our model spec for a release's ``{'name', 'args'}``, and the encoder args dropped."""
+    source = f"checkpoint {path}"
     name = model_spec.get("name")
-    if name not in RELEASE_UPSAMPLERS:
-        raise HarnessError(f"checkpoint {path}: unknown model {name!r} "
+    if not isinstance(name, str) or name not in RELEASE_UPSAMPLERS:
+        raise HarnessError(f"{source}: unknown model {name!r:.60} "
                            f"(known: {', '.join(RELEASE_UPSAMPLERS)})")
-    args = dict(model_spec.get("args") or {})
+    args = check_args(model_spec.get("args"), "model.args", source)
     enc = args.pop("encoder_spec", None)
     if not isinstance(enc, Mapping) or "name" not in enc:
-        raise HarnessError(f"checkpoint {path}: model {name!r} has no encoder_spec")
-    extractor = RELEASE_EXTRACTORS.get(enc["name"])
+        raise HarnessError(f"{source}: model {name!r} has no encoder_spec")
+    extractor = RELEASE_EXTRACTORS.get(enc["name"]) if isinstance(enc["name"], str) else None
     if extractor is None:
-        raise HarnessError(f"checkpoint {path}: unknown encoder {enc['name']!r} "
+        raise HarnessError(f"{source}: unknown encoder {enc['name']!r:.60} "
                            f"(known: {', '.join(RELEASE_EXTRACTORS)})")
-    extractor_args, dropped = _release_encoder_args(extractor, dict(enc.get("args") or {}), path)
+    extractor_args, dropped = _release_encoder_args(
+        extractor, check_args(enc.get("args"), "encoder_spec.args", source), path)
 
     upsampler_args: dict[str, Any] = {}
     imnet = args.pop("imnet_spec", None)
     if imnet is not None:
-        imnet_args = dict(imnet.get("args") or {}) if isinstance(imnet, Mapping) else {}
+        imnet_args = (check_args(imnet.get("args"), "imnet_spec.args", source)
+                      if isinstance(imnet, Mapping) else {})
         if not isinstance(imnet, Mapping) or imnet.get("name") != "mlp" \
                 or "hidden_list" not in imnet_args:
             raise HarnessError(f"checkpoint {path}: imnet_spec {imnet!r} is not an 'mlp' with "
                                "a hidden_list")
         if name != "metasr" and imnet_args.get("out_dim", 3) != 3:
             raise HarnessError(f"checkpoint {path}: imnet out_dim {imnet_args['out_dim']} is not 3")
-        upsampler_args["hidden_list"] = [int(v) for v in imnet_args["hidden_list"]]
+        hidden = imnet_args["hidden_list"]
+        if not isinstance(hidden, (list, tuple)) or not all(type(v) is int and v > 0 for v in hidden):
+            raise HarnessError(f"{source}: imnet_spec hidden_list {hidden!r:.80} is not a list of "
+                               "positive integers")
+        upsampler_args["hidden_list"] = list(hidden)
     elif name != "metasr":  # MetaSR builds its own default MLP; LIIF/LTE need one
         raise HarnessError(f"checkpoint {path}: {name} without an imnet_spec is not supported")
     allowed = {"liif": ("local_ensemble", "feat_unfold", "cell_decode"),

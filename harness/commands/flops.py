@@ -125,11 +125,10 @@ def _extractor(args, cfg) -> tuple[object, str]:
         if not isinstance(extra, dict):
             raise HarnessError("bad --extractor-args: expected a JSON object such as '{\"embed_dim\": 60}'")
         kwargs.update(extra)
-    torch.manual_seed(0)
-    try:
-        ext = create_extractor(args.extractor, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise HarnessError(f"cannot build {args.extractor} with {kwargs}: {exc}") from None
+    from harness.modelbuild import build_bounded
+
+    torch.manual_seed(0)  # any bad argument or a model too large for memory: one line, nothing allocated
+    ext = build_bounded(lambda: create_extractor(args.extractor, **kwargs), f"{args.extractor} with {kwargs}")
     return ext.eval(), args.extractor
 
 
