@@ -28,7 +28,7 @@ from harness.training.data_order import global_batch, local_batch, make_train_da
 from harness.training.distributed import DistInfo
 from harness.training.resume import partial_path
 from harness.training.rng import seed_everything
-from harness.training.trainer import build_model, expected_lr
+from harness.training.setup import build_model, expected_lr
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

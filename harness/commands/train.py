@@ -19,7 +19,20 @@ Resumable: a checkpoint is written atomically to <out>.partial every
 train.checkpoint_every steps; running the same command again continues from
 it (weights, optimiser, scheduler, step and RNG states), ending bitwise
 identical on CPU to an uninterrupted run. --out appears only when the run is
-complete.
+complete. A training step whose loss or weights are not finite stops the run
+with one line; the last checkpoint on disk then is the last finite state.
+
+Already done: if --out already holds this run, complete (same run spec and,
+for tadt runs, the same init file), nothing is trained and a note says so;
+--force trains it again (the old file stays until the new one is complete).
+An --out written for another run spec is trained again and replaced. The
+workflow (rules/train.smk) needs no --force: Snakemake deletes a job's outputs
+before it runs the job.
+
+One trainer per run: while a run trains it holds an exclusive lock on
+<out>.lock; a second 'train' of the same --out stops at once, naming the PID
+and host of the first. The lock ends with its process, however it ends, so a
+killed run can simply be started again.
 
 Several GPUs: torchrun --standalone --nproc_per_node N -m harness -- train ...
 runs DistributedDataParallel (the "--" is needed: without it torchrun takes
@@ -49,6 +62,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="where to train (default: the config's 'device')")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch CPU threads (default: train.threads)")
+    parser.add_argument("--force", action="store_true",
+                        help="train even if --out already holds this run, complete")
     parser.add_argument("--progress", choices=["auto", "bar", "plain", "none"], default="auto",
                         help="tqdm bar (auto: when stderr is a terminal), plain lines every "
                              "train.log_every steps, or nothing")
@@ -67,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
     from harness.training import train_run
 
     train_run(cfg, spec, out, init=args.init, log=log, device=args.device, threads=args.threads,
-              progress=args.progress)
+              progress=args.progress, skip_complete=not args.force)
     return 0

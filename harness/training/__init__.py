@@ -3,12 +3,16 @@
 - :mod:`~harness.training.trainer`: :class:`Trainer` (owns model, optimiser,
   scheduler, step, RNG and log of one run) and :func:`train_run`, the entry
   ``python -m harness train`` calls;
+- :mod:`~harness.training.setup`: the run's model (built within memory), schedule and
+  mixed precision;
+- :mod:`~harness.training.lock`: one trainer per run output (``<out>.lock``);
 - :mod:`~harness.training.distributed`: the process layout under torchrun and
   the collectives;
 - :mod:`~harness.training.data_order`: which items each step sees (epoch
   permutations, step batches);
 - :mod:`~harness.training.rng`: seeding, saving and restoring RNG streams;
-- :mod:`~harness.training.resume`: partial checkpoints, resume and init weights;
+- :mod:`~harness.training.resume`: partial checkpoints, resume, init weights, and
+  whether an existing output already is the complete run;
 - :mod:`~harness.training.runlog`: the CSV log and the progress display.
 
 The device rule is :func:`harness.device.resolve_device`; the weight fit check

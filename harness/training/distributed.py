@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import torch
 
+from harness.errors import HarnessError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -32,12 +34,41 @@ class DistInfo:
         return self.world > 1
 
 
+def _env_int(env, name: str, default: int, minimum: int) -> int:
+    text = str(env.get(name, "") or "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise HarnessError(f"environment variable {name}={text!r} is not an integer >= {minimum}; "
+                           "unset WORLD_SIZE, RANK and LOCAL_RANK, or launch with torchrun")
+    return value
+
+
 def dist_from_env(env: dict | None = None) -> DistInfo:
-    """The process layout torchrun announces in ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``."""
+    """The process layout torchrun announces in ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``.
+
+    A layout torchrun would not set is one :class:`HarnessError` line: a value
+    that is not a number or out of range, or several processes announced
+    without the ``MASTER_ADDR``/``MASTER_PORT`` they meet at (a stale
+    ``WORLD_SIZE`` left in the shell, say).
+    """
     env = os.environ if env is None else env
-    world = int(env.get("WORLD_SIZE", "1") or 1)
-    rank = int(env.get("RANK", "0") or 0)
-    local = int(env.get("LOCAL_RANK", str(rank)) or 0)
+    world = _env_int(env, "WORLD_SIZE", 1, 1)
+    rank = _env_int(env, "RANK", 0, 0)
+    local = _env_int(env, "LOCAL_RANK", rank, 0)
+    if rank >= world:
+        raise HarnessError(f"environment variable RANK={rank} is not below WORLD_SIZE={world}; "
+                           "unset WORLD_SIZE, RANK and LOCAL_RANK, or launch with torchrun")
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not env.get(k)]
+    if world > 1 and missing:
+        raise HarnessError(f"WORLD_SIZE={world} is set but {' and '.join(missing)} "
+                           f"{'is' if len(missing) == 1 else 'are'} not: not a torchrun launch "
+                           "(a stale environment?); unset WORLD_SIZE, RANK and LOCAL_RANK, or "
+                           "launch with torchrun")
     return DistInfo(world, rank, local)
 
 

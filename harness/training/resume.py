@@ -7,7 +7,8 @@ last step is done. Starting the same run again continues from the partial file
 run with an init checkpoint (TADT's Baseline), from another init file (compared
 by SHA-256): such a file is ignored with a note, never silently continued.
 Settings in ``EXECUTION_KEYS`` change how a run executes, not what it computes,
-so they may differ between the sessions of one run.
+so they may differ between the sessions of one run. The same test tells
+whether an existing ``out`` already is the complete run (:func:`completed_run`).
 """
 from __future__ import annotations
 
@@ -68,6 +69,21 @@ def same_run(saved: dict | None, spec: RunSpec) -> bool:
     return norm(saved) == norm(spec.as_dict())
 
 
+def not_written_by(ck: dict, spec: RunSpec, iterations: int, init_sha: str | None) -> str | None:
+    """Why checkpoint ``ck`` is not a state of run ``spec`` (None: it is one).
+
+    It must record the same run spec (execution settings aside), a step in
+    ``1..iterations`` and, for a run with an init checkpoint, the same init file.
+    """
+    saved = ck.get("run") or {}
+    step = ck.get("step")
+    if not (same_run(saved, spec) and isinstance(step, int) and 0 < step <= iterations):
+        return "it was written for a different run spec"
+    if ((saved.get("trainer") or {}).get("init") or {}).get("sha256") != init_sha:
+        return "it started from another init checkpoint"
+    return None
+
+
 def find_resume(part: Path, spec: RunSpec, iterations: int, init_sha: str | None,
                 note: Callable[[str], None]) -> dict | None:
     """The partial checkpoint ``part`` if this run may continue from it, else None (with a note)."""
@@ -78,12 +94,29 @@ def find_resume(part: Path, spec: RunSpec, iterations: int, init_sha: str | None
     except HarnessError as exc:
         note(f"note: ignoring unreadable partial checkpoint {part} ({exc}); starting afresh")
         return None
-    saved = ck.get("run") or {}
-    if not (same_run(saved, spec) and 0 < int(ck.get("step", 0)) <= iterations):
-        note(f"note: ignoring {part}: it was written for a different run spec; starting afresh")
+    reason = not_written_by(ck, spec, iterations, init_sha)
+    if reason:
+        note(f"note: ignoring {part}: {reason}; starting afresh")
         return None
-    if ((saved.get("trainer") or {}).get("init") or {}).get("sha256") != init_sha:
-        note(f"note: ignoring {part}: it started from another init checkpoint; starting afresh")
+    return ck
+
+
+def completed_run(out: Path, spec: RunSpec, iterations: int, init_sha: str | None,
+                  note: Callable[[str], None]) -> dict | None:
+    """The final checkpoint ``out`` if it holds this very run, complete; else None (with a note
+    when there is a file that is something else: it is trained again and replaced)."""
+    if not out.is_file():
+        return None
+    try:
+        ck = load_checkpoint(out)
+    except HarnessError as exc:
+        note(f"note: {out} is unreadable ({exc}); training the run again")
+        return None
+    reason = not_written_by(ck, spec, iterations, init_sha)
+    if reason is None and ck.get("step") != iterations:
+        reason = f"it holds step {ck.get('step')} of {iterations}"
+    if reason:
+        note(f"note: {out} exists but {reason}; training the run again")
         return None
     return ck
 

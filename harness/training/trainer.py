@@ -9,11 +9,18 @@ tadt.loss.intensity_loss(beta, s, alpha)`` (Eq. 6/7) and ``beta`` read from
 ``encoder.last_routing`` after the forward pass; the model starts from the
 Baseline checkpoint of the same upsampler (``init``), only the TARC is new.
 
+One trainer per run: the whole run holds an exclusive lock on ``<out>.lock``
+(:mod:`harness.training.lock`); a second trainer of the same output stops with
+one line naming the holder. With ``skip_complete`` an ``out`` that already is
+this run, complete, is kept and nothing is trained (``train`` without ``--force``).
+
 Resume. Every ``checkpoint_every`` steps the full state (weights, optimiser,
 scheduler, step, torch/CUDA/numpy/python RNG states of every process, the
 partial sums of the current log row, elapsed time) is written atomically to
 ``<out>.partial`` (:mod:`harness.training.resume`); ``out`` is written when the
-last step is done, and the partial file removed after it. On CPU with a fixed
+last step is done, and the partial file removed after it. A step whose loss or
+weights are not finite stops the run with one line before anything is written,
+so the last checkpoint on disk is the last finite state. On CPU with a fixed
 seed a run killed at any moment and resumed ends bitwise identical to an
 uninterrupted one (tested). On GPUs resume is exact in data order, RNG streams
 and optimiser state, but cuDNN/NCCL kernels are not bitwise deterministic.
@@ -30,10 +37,10 @@ where supported, else float16 with a ``GradScaler``; it is ignored on CPU.
 """
 from __future__ import annotations
 
-import bisect
 import math
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -48,44 +55,14 @@ from harness.errors import HarnessError
 from harness.training.data_order import StepBatches, batches, make_train_dataset
 from harness.training.distributed import (barrier, dist_from_env, gather_objects, mean_over_processes,
                                           process_group)
-from harness.training.resume import (file_sha256, find_resume, init_from_checkpoint, partial_path,
-                                     remove_stale_temporaries)
+from harness.training.lock import run_lock
+from harness.training.resume import (completed_run, file_sha256, find_resume, init_from_checkpoint,
+                                     partial_path, remove_stale_temporaries)
 from harness.training.rng import rng_state, seed_everything, set_rng_state
+from harness.training.setup import amp_setup, build_model, make_scheduler
 from harness.training.runlog import CsvLog, Progress, fmt
 
 RANK_SEED_STRIDE = 7919  # per-rank seeds: seed + RANK_SEED_STRIDE * rank
-
-
-def build_model(spec: RunSpec) -> nn.Module:
-    """The fresh model of run ``spec`` (a :class:`HarnessError` for a width it does not take)."""
-    from upsamplers import create_model
-
-    try:
-        return create_model(spec.upsampler, spec.extractor, extractor_args=spec.extractor_args,
-                            upsampler_args=spec.upsampler_args)
-    except TypeError as exc:  # a width key the constructor does not know
-        raise HarnessError(f"cannot build run {spec.name}: {exc}") from None
-
-
-def make_scheduler(optimizer, train: dict):
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(train["milestones"]),
-                                                gamma=float(train["gamma"]))
-
-
-def expected_lr(train: dict, step: int) -> float:
-    """Learning rate applied at 0-based ``step`` (for tests and reports)."""
-    return float(train["lr"]) * float(train["gamma"]) ** bisect.bisect_right(sorted(train["milestones"]), step)
-
-
-def _amp_setup(enabled: bool, device: torch.device, note: Callable[[str], None]):
-    if not enabled:
-        return None, None
-    if device.type != "cuda":
-        note("note: train.amp is ignored on CPU (mixed precision is a GPU option)")
-        return None, None
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
 
 
 def _empty_window() -> dict:
@@ -105,9 +82,10 @@ class Trainer:
     def __init__(self, cfg: dict, spec: RunSpec, out: str | os.PathLike,
                  init: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
                  device: str | None = None, threads: int | None = None, progress: str = "auto",
-                 on_step: Callable[[int], None] | None = None):
+                 on_step: Callable[[int], None] | None = None, skip_complete: bool = False):
         self.cfg, self.spec, self.out, self.part = cfg, spec, Path(out), partial_path(out)
         self.log_path, self.progress, self.on_step = log, progress, on_step
+        self.skip_complete = skip_complete
         self.dist = dist_from_env()
         self.train = dict(spec.train)
         self.iterations = int(self.train["iterations"])
@@ -123,6 +101,7 @@ class Trainer:
         self._init_given = bool(init)
         self.init_sha: str | None = None
         self.step = self.start = 0
+        self.saved_step: int | None = None  # step of the partial checkpoint on disk, if any
         self.elapsed0 = 0.0
         self.window = _empty_window()
         self.last_row: dict = {}
@@ -130,19 +109,33 @@ class Trainer:
     # ----------------------------------------------------------------- the run
 
     def run(self) -> dict:
-        """Train to the last step and write ``out``; returns a summary dict."""
+        """Train to the last step and write ``out``; returns a summary dict.
+
+        With ``skip_complete``, an ``out`` that already holds this run, complete,
+        is kept: nothing is trained and the summary says ``skipped``.
+        """
         torch.set_num_threads(self.threads)
         self.show = Progress(self.progress, self.spec.name, self.iterations, 0, main=self.dist.is_main)
+        lock = (run_lock(self.out, f"run {self.spec.name} ({self.out})") if self.dist.is_main
+                else nullcontext())
         try:
-            resume = self._find_start()
-            with process_group(self.dist, self.device):
-                self._build(resume)
-                return self._fit()
+            with lock:
+                self._prepare()
+                if self.skip_complete:
+                    done = completed_run(self.out, self.spec, self.iterations, self.init_sha,
+                                         self.show.note)
+                    if done is not None:
+                        return self._skipped(done)
+                resume = find_resume(self.part, self.spec, self.iterations, self.init_sha,
+                                     self.show.note)
+                with process_group(self.dist, self.device):
+                    self._build(resume)
+                    return self._fit()
         finally:
             self.show.close()
 
-    def _find_start(self) -> dict | None:
-        """Check the init checkpoint; the partial checkpoint to resume from, if any."""
+    def _prepare(self) -> None:
+        """Remove a killed writer's debris; check the init checkpoint (and note a GPU setting)."""
         if self.dist.is_main:
             remove_stale_temporaries(self.out)
         if self.init_path is not None:
@@ -151,18 +144,25 @@ class Trainer:
                         if self.spec.init_from and not self._init_given else "")
                 raise HarnessError(f"init checkpoint {self.init_path} does not exist{hint}")
             self.init_sha = file_sha256(self.init_path)
-        resume = find_resume(self.part, self.spec, self.iterations, self.init_sha, self.show.note)
         gpus = int(self.train.get("gpus") or 0)
         if gpus > 1 and not self.dist.enabled:
             self.show.note(f"note: train.gpus is {gpus} but this is one process; launch "
                            f"'torchrun --standalone --nproc_per_node {gpus} -m harness -- train ...' for DDP")
-        return resume
+
+    def _skipped(self, ck: dict) -> dict:
+        """The summary of a run whose ``out`` is already complete (nothing trained)."""
+        elapsed = float((((ck.get("run") or {}).get("trainer")) or {}).get("elapsed_s", 0.0))
+        self.show.note(f"{self.spec.name}: {self.out} already holds this run, complete ({ck['step']} "
+                       "steps); nothing to train (--force trains it again)")
+        return {"run": self.spec.name, "steps": 0, "step": int(ck["step"]), "seconds": elapsed,
+                "session_seconds": 0.0, "out": str(self.out), "resumed_from": int(ck["step"]),
+                "last": {}, "skipped": True}
 
     def _build(self, resume: dict | None) -> None:
         """Model, optimiser, scheduler, data stream and log, fresh or restored from ``resume``."""
         spec, dev, dist = self.spec, self.device, self.dist
         seed_everything(self.seed)
-        self.model = build_model(spec)
+        self.model = build_model(spec, dev)
         if resume is None and self.init_path is not None:
             copied, new = init_from_checkpoint(self.model, self.init_path, spec)
             self.show.note(f"{spec.name}: initialised {copied} tensors from {self.init_path}"
@@ -170,7 +170,7 @@ class Trainer:
         self.model.to(dev)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.train["lr"]))
         self.scheduler = make_scheduler(self.optimizer, self.train)
-        self.amp_dtype, self.scaler = _amp_setup(bool(self.train.get("amp")), dev, self.show.note)
+        self.amp_dtype, self.scaler = amp_setup(bool(self.train.get("amp")), dev, self.show.note)
         if resume is not None:
             self._restore(resume)
         elif dist.enabled:
@@ -203,7 +203,7 @@ class Trainer:
                      f"run {self.spec.name}")
         self.optimizer.load_state_dict(resume["optimizer"])
         self.scheduler.load_state_dict(resume["scheduler"])
-        self.step = self.start = int(resume["step"])
+        self.step = self.start = self.saved_step = int(resume["step"])
         trainer = (resume.get("run") or {}).get("trainer") or {}
         self.elapsed0 = float(trainer.get("elapsed_s", 0.0))
         if self.scaler is not None and trainer.get("grad_scaler"):
@@ -270,13 +270,20 @@ class Trainer:
             loss = l1 + float(self.spec.lam) * l_beta
             beta_mean = beta.detach().mean()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        try:
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+        except RuntimeError as exc:  # a learning rate too large for float32 ("... without overflow")
+            if "overflow" not in str(exc):
+                raise
+            raise HarnessError(f"{self.spec.name}: the update of step {self.step + 1} overflows at learning "
+                               f"rate {self.optimizer.param_groups[0]['lr']:.3g} (lower train.lr or "
+                               f"train.gamma); {self._kept()}") from None
         self.scheduler.step()
         return loss, l1, l_beta, beta_mean
 
@@ -286,7 +293,7 @@ class Trainer:
         loss_v = float(loss.detach())
         if not math.isfinite(loss_v):
             raise HarnessError(f"{self.spec.name}: loss is {loss_v} at step {self.step} "
-                               "(lower train.lr, or disable train.amp)")
+                               f"(lower train.lr, or disable train.amp); {self._kept()}")
         win = self.window
         win["loss"] += loss_v
         win["l1"] += float(l1.detach())
@@ -333,14 +340,37 @@ class Trainer:
             meta["trainer"]["grad_scaler"] = self.scaler.state_dict()
         return meta
 
+    def _kept(self) -> str:
+        """What is left on disk when the run stops now: the last (finite) partial checkpoint."""
+        if self.saved_step is None:
+            return "no checkpoint was written"
+        return f"the last checkpoint, {self.part} (step {self.saved_step}), is kept"
+
+    def _check_finite_weights(self) -> None:
+        """Stop the run (one line) if a weight is NaN or infinite: nothing non-finite is saved."""
+        params = [p for p in self.model.parameters()]
+        if bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            return
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        shown = ", ".join(bad[:3]) + (f", ... {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise HarnessError(f"{self.spec.name}: {len(bad)} weight tensor(s) are not finite after step "
+                           f"{self.step} ({shown}; lower train.lr, or disable train.amp); "
+                           f"{self._kept()}")
+
     def _save(self, path: Path, elapsed: float) -> None:
-        """Write the full state at the current step to ``path`` (a collective: every rank calls it)."""
+        """Write the full state at the current step to ``path`` (a collective: every rank calls it).
+
+        Non-finite weights stop the run instead, before anything is written.
+        """
+        self._check_finite_weights()
         mine = rng_state(self.device)
         mine["log_window"] = dict(self.window)  # partial CSV-row sums: a resumed row averages the same steps
         rng = {"ranks": gather_objects(mine, self.dist)}
         if self.dist.is_main:
             save_checkpoint(path, self.model, self.spec.model_spec, self.step, optimizer=self.optimizer,
                             scheduler=self.scheduler, rng=rng, run=self._run_meta(elapsed))
+        if path == self.part:
+            self.saved_step = self.step
 
     def _summary(self, elapsed: float) -> dict:
         session = time.perf_counter() - self.t_session
@@ -357,7 +387,10 @@ class Trainer:
 def train_run(cfg: dict, spec: RunSpec, out: str | os.PathLike, init: str | os.PathLike | None = None,
               log: str | os.PathLike | None = None, device: str | None = None,
               threads: int | None = None, progress: str = "auto",
-              on_step: Callable[[int], None] | None = None) -> dict:
-    """Train ``spec`` and write its final checkpoint to ``out``; returns a summary dict."""
+              on_step: Callable[[int], None] | None = None, skip_complete: bool = False) -> dict:
+    """Train ``spec`` and write its final checkpoint to ``out``; returns a summary dict.
+
+    ``skip_complete``: keep an ``out`` that already holds this run, complete (see :class:`Trainer`).
+    """
     return Trainer(cfg, spec, out, init=init, log=log, device=device, threads=threads,
-                   progress=progress, on_step=on_step).run()
+                   progress=progress, on_step=on_step, skip_complete=skip_complete).run()
