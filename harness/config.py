@@ -52,13 +52,31 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
     return out
 
 
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """One line for a YAML error: line and column (1-based) and what is wrong there."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if mark is None and isinstance(getattr(exc, "position", None), int):  # a ReaderError
+        pos = exc.position
+        where = f"line {text.count(chr(10), 0, pos) + 1}, column {pos - text.rfind(chr(10), 0, pos)}"
+        char = getattr(exc, "character", None)
+        if isinstance(char, (int, str)):
+            problem = f"character #x{char if isinstance(char, int) else ord(char):04x}: {problem}"
+    context = getattr(exc, "context", None)
+    text = " ".join(str(problem or exc).split())
+    if context:
+        text += f" ({' '.join(str(context).split())})"
+    return f"{where}: {text}" if where else text
+
+
 def _read_yaml(path: str | Path) -> dict:
     """A YAML file, or an inline mapping (``{...}``, as the workflow passes job slices)."""
     if isinstance(path, str) and path.lstrip().startswith("{"):
         try:
             data = yaml.safe_load(path)
         except yaml.YAMLError as exc:
-            raise HarnessError(f"inline config is not valid YAML/JSON: {exc}") from None
+            raise HarnessError(f"inline config is not valid YAML/JSON at {_yaml_problem(exc, path)}") from None
         if not isinstance(data, dict):
             raise HarnessError("inline config must be a mapping")
         return data
@@ -66,9 +84,21 @@ def _read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise HarnessError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise HarnessError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise HarnessError(f"config file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} "
+                           f"on line {line} (save it as UTF-8)") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise HarnessError(f"config file {path} is not valid YAML: {exc}") from None
+        raise HarnessError(f"config file {path} is not valid YAML at {_yaml_problem(exc, text)}") from None
+    except RecursionError:
+        raise HarnessError(f"config file {path} is nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
