@@ -61,15 +61,34 @@ def row_key(key: Sequence[str], row: Mapping) -> str:
 
 # --------------------------------------------------------------------------- inputs
 
+_NUMERIC_COLUMNS = ("scale", "psnr", "gflops")
+
+
 def _read_checked_csv(path: str | Path, what: str, columns: Iterable[str]) -> pd.DataFrame:
-    """Read a CSV the workflow wrote; one clear error if it is missing or lacks a column."""
+    """Read a CSV the workflow wrote; one clear error if it is missing, unreadable (empty,
+    binary, malformed), lacks a column, or holds a non-number in a numeric column."""
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"{what} {path} does not exist")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise HarnessError(f"{what} {path} is empty (not even a header line)") from None
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{what} {path} is not a text CSV (byte 0x{exc.object[exc.start]:02x} "
+                           f"at offset {exc.start} is not UTF-8)") from None
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HarnessError(f"{what} {path} is not a readable CSV: {reason}") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise HarnessError(f"{what} {path} lacks column(s) {', '.join(missing)}")
+    for col in (c for c in columns if c in _NUMERIC_COLUMNS):
+        bad = df[col].notna() & pd.to_numeric(df[col], errors="coerce").isna()
+        if bad.any():
+            row = int(bad.idxmax())
+            raise HarnessError(f"{what} {path}: column {col} holds {df[col][row]!r} on data row "
+                               f"{row + 1}, not a number")
     return df
 
 

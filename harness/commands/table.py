@@ -31,6 +31,7 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     import json
+    import math
     from pathlib import Path
 
     from harness.config import load_config
@@ -43,7 +44,16 @@ def run(args) -> int:
         p = Path(args.params)
         if not p.is_file():
             raise HarnessError(f"--params file {p} does not exist")
-        params = {str(k): int(v) for k, v in json.loads(p.read_text()).items()}
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:  # not JSON, not UTF-8, unreadable
+            raise HarnessError(f"--params file {p} is not JSON ({str(exc).splitlines()[0][:200]})") from None
+        if not isinstance(raw, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in raw.values()):
+            raise HarnessError(f"--params file {p} is not a JSON object of parameter counts "
+                               '({"extractor": count, ...})')
+        params = {str(k): int(v) for k, v in raw.items()}
     name = f"table{args.name}" if args.name.isdigit() else args.name
     df = build_table(name, cfg, evals=read_evals(args.eval),
                      flops=read_flops(parse_named(args.flops, "--flops")), params=params)
