@@ -390,8 +390,13 @@ def test_item12_completed_run_is_kept_unless_force(tmp_path, data_root, capsys):
     other = write_cfg(tmp_path, data_root, "other", iterations=2, lr=5e-4)
     assert train_cli(other, out) == 0
     err = capsys.readouterr().err
-    assert f"note: {out} exists but it was written for a different run spec; training the run again" in err
+    assert f"note: replacing {out}: it was written for a different run spec; training the run again" in err
     assert ckpt.load_checkpoint(out)["run"]["train"]["lr"] == 5e-4
+
+    out.write_bytes(b"not a checkpoint")
+    assert train_cli(other, out) == 0
+    assert f"note: replacing unreadable {out} (checkpoint {out} cannot be read" in capsys.readouterr().err
+    assert ckpt.load_checkpoint(out)["step"] == 2
 
 
 def test_item12_train_help_documents_force(capsys):

@@ -84,41 +84,38 @@ def not_written_by(ck: dict, spec: RunSpec, iterations: int, init_sha: str | Non
     return None
 
 
+def _state_of_run(path: Path, spec: RunSpec, iterations: int, init_sha: str | None,
+                  note: Callable[[str], None], complete: bool) -> dict | None:
+    """The checkpoint at ``path`` if it is a state of run ``spec`` (``complete``: its last one),
+    else None, with a note when a file is there."""
+    if not path.is_file():
+        return None
+    verb, then = ("replacing", "training the run again") if complete else ("ignoring", "starting afresh")
+    try:
+        ck = load_checkpoint(path)
+    except HarnessError as exc:
+        note(f"note: {verb} unreadable {path} ({exc}); {then}")
+        return None
+    reason = not_written_by(ck, spec, iterations, init_sha)
+    if reason is None and complete and ck.get("step") != iterations:
+        reason = f"it holds step {ck.get('step')} of {iterations}"
+    if reason:
+        note(f"note: {verb} {path}: {reason}; {then}")
+        return None
+    return ck
+
+
 def find_resume(part: Path, spec: RunSpec, iterations: int, init_sha: str | None,
                 note: Callable[[str], None]) -> dict | None:
     """The partial checkpoint ``part`` if this run may continue from it, else None (with a note)."""
-    if not part.is_file():
-        return None
-    try:
-        ck = load_checkpoint(part)
-    except HarnessError as exc:
-        note(f"note: ignoring unreadable partial checkpoint {part} ({exc}); starting afresh")
-        return None
-    reason = not_written_by(ck, spec, iterations, init_sha)
-    if reason:
-        note(f"note: ignoring {part}: {reason}; starting afresh")
-        return None
-    return ck
+    return _state_of_run(part, spec, iterations, init_sha, note, complete=False)
 
 
 def completed_run(out: Path, spec: RunSpec, iterations: int, init_sha: str | None,
                   note: Callable[[str], None]) -> dict | None:
     """The final checkpoint ``out`` if it holds this very run, complete; else None (with a note
     when there is a file that is something else: it is trained again and replaced)."""
-    if not out.is_file():
-        return None
-    try:
-        ck = load_checkpoint(out)
-    except HarnessError as exc:
-        note(f"note: {out} is unreadable ({exc}); training the run again")
-        return None
-    reason = not_written_by(ck, spec, iterations, init_sha)
-    if reason is None and ck.get("step") != iterations:
-        reason = f"it holds step {ck.get('step')} of {iterations}"
-    if reason:
-        note(f"note: {out} exists but {reason}; training the run again")
-        return None
-    return ck
+    return _state_of_run(out, spec, iterations, init_sha, note, complete=True)
 
 
 def init_from_checkpoint(model: nn.Module, path: Path, spec: RunSpec) -> tuple[int, int]:
