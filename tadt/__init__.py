@@ -11,13 +11,14 @@ from tadt.model import (
     LocalSelfAttention,
     MultiScaleTransformerBlock,
     MultiScaleTransformerGroup,
-    RoutingInfo,
     SliceableLinear,
     TaskAwareRoutingController,
 )
+from tadt.routing import RoutingInfo, routing_string, routing_tensor
 
 __all__ = [
     "ALPHA", "LAMBDA_BETA", "intensity_loss", "intensity_threshold", "TADT", "Baseline",
     "GlobalSelfAttention", "LocalSelfAttention", "MultiScaleTransformerBlock",
     "MultiScaleTransformerGroup", "RoutingInfo", "SliceableLinear", "TaskAwareRoutingController",
+    "routing_string", "routing_tensor",
 ]

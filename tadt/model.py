@@ -17,7 +17,6 @@ path actually taken, and wall time falls with it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
 from typing import Optional, Sequence, Union
 
@@ -28,37 +27,10 @@ import torch.nn.functional as F
 from extractors import EXTRACTORS
 from extractors.blocks import Mlp, init_linear_and_norm, relative_position_index, window_grid, window_partition
 from extractors.layers import pad_reflect_to_multiple
+from tadt.routing import RoutingArg, RoutingInfo, routing_tensor
 
 BETA_MODES = ("learned", "fixed", "linear")
 EVAL_ROUTINGS = ("topk", "threshold")
-
-RoutingArg = Union[None, str, torch.Tensor, Sequence[int]]
-
-
-@dataclass
-class RoutingInfo:
-    """What the last forward pass used.
-
-    ``r``: ``(B, 4N)`` routing vector (0/1 values; during training it carries
-    the straight-through gradient of Eq. 4). ``p``: ``(B, 4N)`` task-aware
-    probabilities of Eq. 3, ``beta``: ``(B,)`` intensity scalar; both are None
-    for the Baseline and for forced routings. ``beta`` keeps its autograd
-    graph so the trainer can add ``intensity_loss(beta, scale)``.
-    """
-
-    r: torch.Tensor
-    p: Optional[torch.Tensor] = None
-    beta: Optional[torch.Tensor] = None
-
-    @property
-    def active(self) -> torch.Tensor:
-        """Number of active branches per sample, ``(B,)``."""
-        return (self.r.detach() != 0).sum(1)
-
-    def bits(self, i: int = 0) -> str:
-        """Routing of sample ``i`` as a bit string (groups separated by ``_``)."""
-        b = "".join("1" if v else "0" for v in (self.r[i].detach() != 0).tolist())
-        return "_".join(b[k:k + 4] for k in range(0, len(b), 4))
 
 
 # ---------------------------------------------------------------------------
@@ -324,7 +296,8 @@ class Baseline(nn.Module):
     H x W (reflect-padded to a multiple of ``window_size`` and cropped back);
     returns ``(B, out_dim, H, W)``. ``routing`` forces a path: ``"all"``,
     ``"none"``, a ``4N``-character bit string (``_`` and spaces ignored), or a
-    0/1 tensor ``(4N,)`` / ``(B, 4N)``; None means all on.
+    0/1 tensor ``(4N,)`` / ``(B, 4N)`` (parsed by :func:`tadt.routing.routing_tensor`);
+    None means all on.
     """
 
     scale_aware = False
@@ -362,29 +335,6 @@ class Baseline(nn.Module):
 
     # -- routing --------------------------------------------------------------
 
-    def parse_routing(self, routing: RoutingArg, batch: int, device) -> torch.Tensor:
-        """A forced routing as a float ``(B, 4N)`` tensor of 0/1."""
-        n = self.n_branches
-        if isinstance(routing, str):
-            key = routing.strip().lower()
-            if key == "all":
-                return torch.ones(batch, n, device=device)
-            if key == "none":
-                return torch.zeros(batch, n, device=device)
-            bits = key.replace("_", "").replace(" ", "")
-            if len(bits) != n or set(bits) - {"0", "1"}:
-                raise ValueError(f"routing string must be 'all', 'none' or {n} bits of 0/1, got {routing!r}")
-            r = torch.tensor([float(c) for c in bits], device=device)
-        else:
-            r = torch.as_tensor(routing, device=device).detach().float()
-        if r.dim() == 1:
-            r = r.unsqueeze(0)
-        if r.dim() != 2 or r.shape[1] != n or r.shape[0] not in (1, batch):
-            raise ValueError(f"routing tensor must have shape ({n},) or ({batch}, {n}), got {tuple(r.shape)}")
-        if bool(((r != 0) & (r != 1)).any()):
-            raise ValueError("routing tensor must hold only 0 and 1")
-        return r.expand(batch, n).to(device)
-
     def routing_for(self, x: torch.Tensor, scale=None) -> RoutingInfo:
         """The routing a ``forward(x, scale)`` with ``routing=None`` would use."""
         return RoutingInfo(torch.ones(x.shape[0], self.n_branches, device=x.device))
@@ -392,7 +342,7 @@ class Baseline(nn.Module):
     def _resolve(self, x: torch.Tensor, scale, routing: RoutingArg) -> RoutingInfo:
         if routing is None:
             return self.routing_for(x, scale)
-        return RoutingInfo(self.parse_routing(routing, x.shape[0], x.device))
+        return RoutingInfo(routing_tensor(routing, self.n_branches, x.shape[0], x.device))
 
     # -- forward --------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""FLOPs counting (harness.flops): operator decisions and the fast, exact count.
+"""FLOPs counting (the harness.flops package): operator decisions and the fast, exact count.
 
 - every operator of every registered extractor and upsampler model has a
   decision (fvcore's unsupported list is empty), and an op without one is
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from extractors import create_extractor, extractor_names
 from harness import flops as FL
+from harness.flops.routed import RoutingCall, fits_of
 from upsamplers import create_model, upsampler_names
 from upsamplers.coords import make_coord
 
@@ -63,7 +64,7 @@ def test_no_unsupported_ops_in_extractors(name):
         assert unsupported == {}, f"{name} {kwargs}: ops without a FLOPs decision: {unsupported}"
         assert by_op.get("conv", 0) > 0
     if FL.is_routed(ext):  # the routing decision alone (TADT's TARC), as counted apart
-        _, _, unsupported = FL.count_flops(FL._RoutingCall(ext, 2.0), (_image(21, 27),))
+        _, _, unsupported = FL.count_flops(RoutingCall(ext, 2.0), (_image(21, 27),))
         assert unsupported == {}, f"{name} routing: ops without a FLOPs decision: {unsupported}"
 
 
@@ -186,7 +187,7 @@ def test_tadt_count_follows_the_tarc_on_the_real_image():
         # fvcore's count of the forward pass that lets the TARC decide
         assert res.flops == FL.direct_extractor_flops(ext, scale=scale, image=img)
         # the TARC itself, counted alone (fvcore's trace of the forward drops it)
-        tarc, _, unsupported = FL.count_flops(FL._RoutingCall(ext, scale), (img,))
+        tarc, _, unsupported = FL.count_flops(RoutingCall(ext, scale), (img,))
         assert res.routing_flops == tarc > 0 and unsupported == {}
 
 
@@ -233,7 +234,7 @@ def test_routed_fit_falls_back_when_groups_interact():
     ext = _Interacting().eval()
     for bits in ("10000100", "10000000", "11111111", "01100101"):
         assert FL.extractor_flops(ext, 20, 30, routing=bits) == FL.direct_extractor_flops(ext, 20, 30, routing=bits)
-    assert FL._CACHE[ext].routed is None and FL._CACHE[ext].per_routing
+    assert fits_of(ext).routed is None and fits_of(ext).per_routing
 
 
 def test_size_fit_widens_its_basis_when_needed():
@@ -255,7 +256,7 @@ def test_size_fit_widens_its_basis_when_needed():
     m = RowCost().eval()
     for h, w in SIZES:
         assert FL.extractor_flops(m, h, w) == FL.count_flops(m, _image(h, w))[0] == 6 * h * w + 15 * h + 77
-    assert FL._CACHE[m].plain.names == ("HW", "H", "W", "1")
+    assert fits_of(m).plain.names == ("HW", "H", "W", "1")
 
 
 def test_bad_routing_strings():

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.registry import count_parameters
 from upsamplers import DEFAULT_CHUNK
 from upsamplers.coords import make_coord
 
@@ -199,5 +200,4 @@ class ArbitraryScaleUpsampler(nn.Module):
 
     def decoder_parameters(self) -> int:
         """Parameters of the upsampler's own layers (everything but the encoder)."""
-        return sum(p.numel() for name, p in self.named_parameters()
-                   if not name.startswith("encoder."))
+        return count_parameters(self, skip="encoder")

@@ -7,12 +7,13 @@ import json
 import sys
 
 from harness.errors import HarnessError
+from harness.registry import count_parameters
 from harness.scales import format_scale, parse_scale, parse_scales, parse_size, scale_label, scale_number
 
 HELP = "FLOPs (fvcore convention) of an extractor on a size, or per image of a dataset"
 DESCRIPTION = """\
 FLOPs of a feature extractor in the paper's convention (fvcore: one multiply-add
-is one flop, layer norms counted; see harness/flops.py for every operator's
+is one flop, layer norms counted; see harness/flops/handles.py for every operator's
 count). The count is exact but fast: fvcore counts the extractor at a few small
 sizes, the coefficients of the size terms are solved and verified, then
 evaluated at the requested size, so a 768x1020 SwinIR takes seconds instead of
@@ -189,7 +190,7 @@ def _one_size(args, ext, name: str) -> dict:
     except ValueError as exc:
         raise HarnessError(str(exc)) from None
     out = {"extractor": name, "size": f"{h}x{w}", "h": h, "w": w, "scale": scale_number(args.scale),
-           "gflops": count.gflops, "flops": count.flops, "params": F.param_count(ext),
+           "gflops": count.gflops, "flops": count.flops, "params": count_parameters(ext),
            "method": "direct" if args.direct else "fast"}
     if F.is_routed(ext):
         out.update(routing=count.routing, active_branches=count.active_branches,
@@ -251,7 +252,7 @@ def _dataset(args, ext, name: str, cfg) -> dict:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-    out = {"extractor": name, "dataset": args.dataset, "scales": summary, "params": F.param_count(ext),
+    out = {"extractor": name, "dataset": args.dataset, "scales": summary, "params": count_parameters(ext),
            "out": str(args.out)}
     if args.checkpoint:
         out["checkpoint"] = args.checkpoint

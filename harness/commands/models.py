@@ -42,14 +42,12 @@ def _build(fn, *args):
 def parameter_counts() -> dict:
     """``{"extractors": {name: n}, "upsamplers": {name: n}}`` at default configurations."""
     from extractors import create_extractor, extractor_names
-    from harness.flops import param_count
+    from harness.registry import count_parameters
     from upsamplers import create_model, upsampler_names
 
-    extractors = {name: param_count(_build(create_extractor, name)) for name in extractor_names()}
-    upsamplers = {}
-    for name in upsampler_names():
-        model = _build(create_model, name, "edsr-baseline")
-        upsamplers[name] = param_count(model) - param_count(model.encoder)
+    extractors = {name: count_parameters(_build(create_extractor, name)) for name in extractor_names()}
+    upsamplers = {name: count_parameters(_build(create_model, name, "edsr-baseline"), skip="encoder")
+                  for name in upsampler_names()}
     return {"extractors": extractors, "upsamplers": upsamplers}
 
 
