@@ -63,7 +63,9 @@ Choosing the overlap (``default_tile_overlap``):
 
 TADT's routing is decided once, on the whole (padded) LR image, by the TARC
 (``encoder.routing_for``), and then forced on every tile, so tiling never
-changes the path the network takes.
+changes the path the network takes. :func:`evaluation_routing` is that
+decision on its own; the FLOPs verb counts TADT along it, and the per-image
+CSV records it (``routing``), so PSNR and GFLOPs come from the same path.
 """
 from __future__ import annotations
 
@@ -82,7 +84,8 @@ from upsamplers.base import decode_in_chunks
 from upsamplers.coords import make_coord
 
 __all__ = ["output_size", "conv_receptive_radius", "default_tile_overlap", "extract_features",
-           "super_resolve", "super_resolve_routed", "bicubic_upscale", "EVAL_COLUMNS",
+           "super_resolve", "super_resolve_routed", "evaluation_input", "evaluation_routing",
+           "bicubic_upscale", "EVAL_COLUMNS",
            "evaluate_rows", "GLOBAL_OVERLAP"]
 
 #: Default overlap (LR pixels, before rounding up to the window) for extractors
@@ -214,6 +217,29 @@ def _check_lr(lr: torch.Tensor) -> None:
         raise ValueError(f"empty LR image {tuple(lr.shape)}")
 
 
+def evaluation_input(encoder: nn.Module, lr: torch.Tensor, device=None) -> torch.Tensor:
+    """What evaluation feeds the model for ``lr (3, h, w)`` in [0, 1]: normalised,
+    float32, ``(1, 3, h', w')``, mirror-padded for window extractors
+    (``protocol.pad_symmetric_past_multiple``); on ``device`` (default: the encoder's)."""
+    device = _device_of(encoder) if device is None else device
+    inp = protocol.normalize(lr.to(device=device, dtype=torch.float32)).unsqueeze(0)
+    ws = getattr(encoder, "window_size", None)
+    if ws:
+        inp, _ = protocol.pad_symmetric_past_multiple(inp, int(ws))
+    return inp
+
+
+@torch.no_grad()
+def evaluation_routing(encoder: nn.Module, lr: torch.Tensor, scale: float) -> Any:
+    """The routing evaluation uses for ``lr (3, h, w)`` at ``scale``: the
+    ``RoutingInfo`` the encoder's ``routing_for`` (TADT: the TARC) returns on
+    the whole :func:`evaluation_input` (before any tiling), in eval mode; None
+    for extractors without routing. :func:`super_resolve_routed` decides the same way."""
+    _check_lr(lr)
+    with _eval_mode(encoder):
+        return _routing_of(encoder, evaluation_input(encoder, lr), float(scale))
+
+
 @torch.no_grad()
 def super_resolve_routed(model: nn.Module, lr: torch.Tensor, scale: float,
                          out_shape: Optional[Sequence[int]] = None, chunk: int = DEFAULT_CHUNK,
@@ -233,10 +259,7 @@ def super_resolve_routed(model: nn.Module, lr: torch.Tensor, scale: float,
     device = _device_of(model)
 
     with _eval_mode(model):
-        inp = protocol.normalize(lr.to(device=device, dtype=torch.float32)).unsqueeze(0)
-        ws = getattr(model.encoder, "window_size", None)
-        if ws:
-            inp, _ = protocol.pad_symmetric_past_multiple(inp, int(ws))
+        inp = evaluation_input(model.encoder, lr, device)
         hp, wp = inp.shape[-2:]
         routing = _routing_of(model.encoder, inp, s)
         feat = model.prepare(extract_features(model, inp, s, tile, tile_overlap, routing))
@@ -299,7 +322,7 @@ def bicubic_upscale(lr: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
 # ---------------------------------------------------------------------------- evaluation
 
 #: Columns of the per-image CSV written by ``python -m harness evaluate``.
-EVAL_COLUMNS = ("run", "dataset", "scale", "image", "psnr", "active_branches", "beta")
+EVAL_COLUMNS = ("run", "dataset", "scale", "image", "psnr", "active_branches", "beta", "routing")
 
 
 def evaluate_rows(model: Optional[nn.Module], data_cfg, dataset: str, scales: Sequence[float],
@@ -309,11 +332,14 @@ def evaluate_rows(model: Optional[nn.Module], data_cfg, dataset: str, scales: Se
 
     Pairs come from ``harness.data.eval_pairs``; the PSNR is ``harness.metrics.psnr``
     with ``y_channel = harness.data.is_benchmark(dataset)``. ``active_branches``
-    and ``beta`` are filled for scale-aware (routed) extractors only.
+    and ``beta`` are filled for scale-aware (routed) extractors only; ``routing``
+    (the canonical bit string of :func:`evaluation_routing`, which the FLOPs verb
+    counts) for every extractor with routing (Baseline, TADT).
     ``on_image(scale, name)`` is called after each image (progress).
     """
     from harness.data import eval_pairs, is_benchmark
     from harness.metrics import psnr
+    from tadt.routing import bit_string
 
     y_channel = is_benchmark(dataset)
     routed = model is not None and bool(getattr(model.encoder, "scale_aware", False))
@@ -328,7 +354,8 @@ def evaluate_rows(model: Optional[nn.Module], data_cfg, dataset: str, scales: Se
             else:
                 sr, info = super_resolve_routed(model, lr, s, out_shape, chunk, tile, tile_overlap)
             row = {"run": run, "dataset": dataset, "scale": format_scale(s), "image": name,
-                   "psnr": psnr(sr, hr, s, y_channel), "active_branches": "", "beta": ""}
+                   "psnr": psnr(sr, hr, s, y_channel), "active_branches": "", "beta": "",
+                   "routing": "" if info is None else bit_string(info.r[0])}
             if routed and info is not None:
                 row["active_branches"] = int(info.active[0])
                 if info.beta is not None:

@@ -112,19 +112,19 @@ def test_flops_dataset_mode_writes_per_image_rows(capsys, tmp_path, monkeypatch)
     assert [(r["image"], r["scale"]) for r in rows] == [("img0", "2"), ("img1", "2"), ("img0", "4"), ("img1", "4")]
     assert set(rows[0]) >= {"image", "scale", "h", "w", "gflops", "active_branches"}
     assert not list(out_csv.parent.glob(".*.tmp"))
-    # each row is the count along the routing the TARC picks on that real image
+    # each row is the count along the routing the TARC picks on that real image, as evaluation feeds it
     torch.manual_seed(0)
     from extractors import create_extractor
+    from harness.evaluate import evaluation_routing
 
     ext = create_extractor("tadt", **json.loads(TADT_SMALL)).eval()
-    from harness.protocol import normalize
-
     for r, (name, lr, _) in zip(rows, [p for s in (2, 4) for p in _fake_pairs(None, "fake-set", s)]):
-        assert (int(r["h"]), int(r["w"])) == tuple(lr.shape[-2:])
+        h, w = tuple(lr.shape[-2:])
+        assert (int(r["h"]), int(r["w"])) == (h, w)
         scale = float(r["scale"])
-        bits = FL.decide_routing(ext, normalize(lr), scale)
+        bits = FL.canonical_routing(ext, evaluation_routing(ext, lr, scale).r)
         assert r["routing"] == bits and int(r["active_branches"]) == bits.count("1")
-        direct = FL.direct_extractor_flops(ext, scale=scale, image=normalize(lr).unsqueeze(0))
+        direct = FL.direct_extractor_flops(ext, h, w, scale=scale, routing=bits)
         assert float(r["gflops"]) == pytest.approx(direct / 1e9, abs=1e-6)
     assert summary["scales"]["2"]["images"] == 2 and "freshly initialised" in summary["note"]
 
@@ -146,10 +146,13 @@ def test_flops_checkpoint_mode_uses_the_checkpoints_tarc(capsys, tmp_path):
     assert code == 0
     res = json.loads(out)
     assert res["extractor"] == "tadt" and res["checkpoint"] == str(ckpt) and "freshly" not in err
+    from harness.evaluate import evaluation_routing
+
     enc = load_model(ckpt)[0].encoder
-    img = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert res["routing"] == FL.decide_routing(enc, img, 3.0)
-    assert res["flops"] == FL.direct_extractor_flops(enc, scale=3.0, image=img)
+    lr = torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(0))
+    bits = FL.canonical_routing(enc, evaluation_routing(enc, lr, 3.0).r)
+    assert res["routing"] == bits and res["routing_source"] == "tarc"
+    assert res["flops"] == FL.direct_extractor_flops(enc, 40, 56, scale=3.0, routing=bits)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -215,6 +215,7 @@ def test_evaluate_verb_writes_per_image_rows(workspace, capsys):
         assert r["run"] == "tadt-liif-test" and r["dataset"] == "div2k-valid"
         assert math.isfinite(float(r["psnr"])) and float(r["psnr"]) > 5
         assert 0 <= int(r["active_branches"]) <= 8 and 0 < float(r["beta"]) < 1
+        assert len(r["routing"]) == 8 and r["routing"].count("1") == int(r["active_branches"])
     err = capsys.readouterr().err
     assert "x2:" in err and "x6:" in err and "mean PSNR" in err
 
@@ -222,7 +223,7 @@ def test_evaluate_verb_writes_per_image_rows(workspace, capsys):
     assert main(["evaluate", "--config", str(workspace["cfg"]), "--checkpoint", str(workspace["ckpt"]["edsr-baseline"]),
                  "--dataset", "b100", "--scales", "3", "--max-images", "0", "--out", str(out2)]) == 0
     _, rows = read_csv(out2)
-    assert len(rows) == 1 and rows[0]["active_branches"] == "" and rows[0]["beta"] == ""
+    assert len(rows) == 1 and rows[0]["active_branches"] == rows[0]["beta"] == rows[0]["routing"] == ""
     # the PSNR is the protocol's: Y, shave s, of super_resolve's output
     name, lr, hr = next(eval_pairs(workspace["data"], "b100", 3))
     model = tiny("edsr-baseline")

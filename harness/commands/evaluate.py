@@ -11,9 +11,11 @@ from harness.scales import format_scale, parse_scales, scale_label
 HELP = "PSNR of a checkpoint (or the bicubic floor) on a dataset at given scales, per image"
 DESCRIPTION = """\
 Super-resolve every image of one dataset at each scale and write one CSV row per
-(scale, image):  run,dataset,scale,image,psnr,active_branches,beta
+(scale, image):  run,dataset,scale,image,psnr,active_branches,beta,routing
 (active_branches and beta only for the scale-aware TADT: the number of the 4N
-attention branches its router turned on for that task, and the intensity beta).
+attention branches its router turned on for that task, and the intensity beta;
+routing for Baseline and TADT: the 4N bits of the path run, which `flops`
+counts for the same image and scale).
 
 The protocol (docs/architecture.md, harness/protocol.py): MATLAB-bicubic LR at
 x2/x3/x4, PIL-bicubic LR made on the fly at other scales; predictions clamped to

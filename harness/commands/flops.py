@@ -25,11 +25,14 @@ Routed extractors (baseline, tadt) are counted along one routing of their 4N
 attention branches: --routing all, none, or 4N bits (groups of 4 may be
 separated by '_'). Without --routing, TADT's routing controller (TARC) decides
 from the image and --scale: with --checkpoint, the trained TARC; without, the
-TARC of a freshly initialised model (seed 0), which the output says. On a
-single size the TARC sees a seeded random image; in dataset mode, each real LR
-image. "gflops" is fvcore's count of the forward pass; fvcore's trace drops
-the TARC (it only steers which branches run), so its own cost is given apart
-as "tarc_gflops".
+TARC of a freshly initialised model (seed 0), which the output says. The TARC
+sees the image exactly as evaluation feeds it (normalised and mirror-padded to
+the window, harness.evaluate.evaluation_routing), so the routing counted is the
+one `evaluate` runs and records in its CSV's "routing" column. On a single
+size the image is a seeded random LR image; in dataset mode, each real LR
+image. The count itself is of the h x w LR image. "gflops" is fvcore's count
+of the forward pass; fvcore's trace drops the TARC (it only steers which
+branches run), so its own cost is given apart as "tarc_gflops".
 
 Dataset mode (--dataset, with --scales and --out) writes one CSV row per image
 and scale: image, scale, h, w, gflops, active_branches, routing, tarc_gflops.
@@ -152,6 +155,16 @@ def _needs_tarc(ext, args) -> bool:
     return F.is_routed(ext) and args.routing is None and bool(getattr(ext, "scale_aware", False))
 
 
+def _evaluated_routing(ext, lr, scale):
+    """The routing evaluation takes for ``lr (3, h, w)`` in [0, 1] (a RoutingInfo)."""
+    from harness.evaluate import evaluation_routing
+
+    try:
+        return evaluation_routing(ext, lr, scale)
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
+
+
 # --------------------------------------------------------------------------- modes
 
 
@@ -161,32 +174,18 @@ def _one_size(args, ext, name: str) -> dict:
     from harness import flops as F
 
     h, w = parse_size(args.size)
-    bits = _check_routing(ext, name, args)
+    routing = _check_routing(ext, name, args)
     notes = []
-    image = None
     if _needs_tarc(ext, args):
         if args.scale is None:
             raise HarnessError(f"{name} routes by image and scale: give --scale (or force --routing)")
-        gen = torch.Generator().manual_seed(0)
-        image = torch.rand(1, 3, h, w, generator=gen) * 2 - 1
-        notes.append(f"routing decided by the TARC on a seeded random {h}x{w} image")
+        lr = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
+        routing = _evaluated_routing(ext, lr, args.scale)
+        notes.append(f"routing decided by the TARC on a seeded random {h}x{w} image, as evaluation feeds it")
         if not args.checkpoint:
             notes.append(FRESH_TARC_NOTE)
     try:
-        if args.direct:
-            routing = bits
-            if image is not None:
-                routing = F.decide_routing(ext, image, args.scale)
-            elif F.is_routed(ext) and routing is None:
-                routing = F.default_routing(ext, args.scale)
-            flops = F.direct_extractor_flops(ext, h, w, args.scale, routing)
-            count = F.FlopsCount(flops, h, w, routing, 0, None)
-            if F.is_routed(ext):
-                count.routing_source = "tarc" if image is not None else ("given" if bits else "default")
-            if image is not None:
-                count.routing_flops = F.routing_flops(ext, h, w, args.scale)
-        else:
-            count = F.count_extractor(ext, h, w, scale=args.scale, routing=bits, image=image)
+        count = F.count_extractor(ext, h, w, scale=args.scale, routing=routing, direct=args.direct)
     except ValueError as exc:
         raise HarnessError(str(exc)) from None
     out = {"extractor": name, "size": f"{h}x{w}", "h": h, "w": w, "scale": scale_number(args.scale),
@@ -207,7 +206,6 @@ def _dataset(args, ext, name: str, cfg) -> dict:
 
     from harness import flops as F
     from harness.io import atomic_path
-    from harness.protocol import normalize
 
     try:
         from harness.data import eval_pairs
@@ -231,10 +229,10 @@ def _dataset(args, ext, name: str, cfg) -> dict:
             if args.max_images and n >= args.max_images:
                 break
             h, w = int(lr.shape[-2]), int(lr.shape[-1])
-            image = normalize(lr).unsqueeze(0) if tarc else None
+            routing = _evaluated_routing(ext, lr, s) if tarc else bits
             try:
                 with torch.no_grad():
-                    c = F.count_extractor(ext, h, w, scale=s, routing=bits, image=image)
+                    c = F.count_extractor(ext, h, w, scale=s, routing=routing)
             except ValueError as exc:
                 raise HarnessError(str(exc)) from None
             rows.append({"image": img_name, "scale": format_scale(s), "h": h, "w": w,

@@ -79,7 +79,7 @@ class FlopsCount:
 
 
 def count_extractor(extractor: nn.Module, h: int, w: int, scale=None, routing=None,
-                    image: torch.Tensor | None = None) -> FlopsCount:
+                    image: torch.Tensor | None = None, direct: bool = False) -> FlopsCount:
     """FLOPs of ``extractor`` on one ``h x w`` LR image, without running it at that size.
 
     Plain extractors: ``extractor(x)``. Routed extractors (Baseline, TADT):
@@ -95,28 +95,35 @@ def count_extractor(extractor: nn.Module, h: int, w: int, scale=None, routing=No
       mode (``flops`` equals fvcore's count of ``extractor(image, scale)``);
     - neither: the extractor's default path if it does not depend on the
       image (Baseline: all branches); TADT raises ``ValueError``.
+
+    ``direct``: count ``flops`` with fvcore at full size instead
+    (:func:`direct_extractor_flops`; slow, for checks).
     """
     if h < 1 or w < 1:
         raise ValueError(f"size must be positive, got {h}x{w}")
     if not is_routed(extractor):
-        return FlopsCount(plain_flops(extractor, h, w, scale), h, w)
+        flops = direct_extractor_flops(extractor, h, w, scale) if direct else plain_flops(extractor, h, w, scale)
+        return FlopsCount(flops, h, w)
     s = float(scale) if scale is not None else 2.0
     if routing is None and image is not None:
         ih, iw = image.shape[-2:]
         if (ih, iw) != (h, w):
             raise ValueError(f"image is {ih}x{iw}, not {h}x{w}")
         routing = routing_info(extractor, image, s)
+    tarc = 0
     if isinstance(routing, RoutingInfo):
         bits = canonical_routing(extractor, routing.r)
-        decided = routing.p is not None
-        tarc = routing_flops(extractor, h, w, s) if decided else 0
-        return FlopsCount(backbone_flops(extractor, bits, h, w, s), h, w, bits, tarc,
-                          "tarc" if decided else "default")
-    if routing is not None:
-        bits = canonical_routing(extractor, routing)
-        return FlopsCount(backbone_flops(extractor, bits, h, w, s), h, w, bits, 0, "given")
-    bits = default_routing(extractor, s)
-    return FlopsCount(backbone_flops(extractor, bits, h, w, s), h, w, bits, 0, "default")
+        source = "tarc" if routing.p is not None else "default"
+        tarc = routing_flops(extractor, h, w, s) if routing.p is not None else 0
+    elif routing is not None:
+        bits, source = canonical_routing(extractor, routing), "given"
+    else:
+        bits, source = default_routing(extractor, s), "default"
+    if direct:
+        flops = direct_extractor_flops(extractor, h, w, s, bits)
+    else:
+        flops = backbone_flops(extractor, bits, h, w, s)
+    return FlopsCount(flops, h, w, bits, tarc, source)
 
 
 def extractor_flops(extractor: nn.Module, h: int, w: int, scale=None, routing=None,
