@@ -135,6 +135,27 @@ def test_forced_routing_forms():
             enc(x, routing=bad)
 
 
+def test_model_and_counter_share_one_routing_parser():
+    """tadt.routing reads every form once: the model's (B, 4N) tensor and the
+    counter's canonical bit string agree, and both reject the same inputs."""
+    from harness.flops import canonical_routing
+    from tadt.routing import routing_string, routing_tensor
+
+    enc = small("tadt")
+    want = [1, 0, 1, 1, 0, 1, 1, 0]
+    for form in ("1011_0110", " 10110110 ", want, torch.tensor(want), torch.tensor([want], dtype=torch.float64)):
+        assert routing_tensor(form, N4, 3).tolist() == [want] * 3
+        assert routing_string(form, N4) == canonical_routing(enc, form) == "10110110"
+    assert routing_string("ALL", N4) == "1" * N4 and routing_string("none", N4) == "0" * N4
+    for bad in ("101", "1011011x", [0.5] * N4, torch.ones(2, N4), None):
+        with pytest.raises(ValueError):
+            routing_tensor(bad, N4, 1)
+        with pytest.raises(ValueError):
+            canonical_routing(enc, bad)
+    with pytest.raises(ValueError, match=f"{N4} bits"):
+        routing_string("1" * (N4 + 1), N4)
+
+
 def test_mixed_batch_equals_each_sample_alone():
     """A (B, 4N) routing with different rows runs each sample along its own path."""
     enc = small("tadt").double()
