@@ -79,6 +79,7 @@ from torch import nn
 
 from harness import protocol
 from harness.scales import format_scale
+from harness.tables import EVAL_COLUMNS  # the per-image CSV layout, defined once with its reader
 from upsamplers import DEFAULT_CHUNK
 from upsamplers.base import decode_in_chunks
 from upsamplers.coords import make_coord
@@ -321,8 +322,6 @@ def bicubic_upscale(lr: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- evaluation
 
-#: Columns of the per-image CSV written by ``python -m harness evaluate``.
-EVAL_COLUMNS = ("run", "dataset", "scale", "image", "psnr", "active_branches", "beta", "routing")
 
 
 def evaluate_rows(model: Optional[nn.Module], data_cfg, dataset: str, scales: Sequence[float],

@@ -34,7 +34,10 @@ from harness.scales import scale_label
 META_COLUMNS = ("profile", "dataset", "upsampler", "extractor", "variant", "run")
 EMPTY = "-"
 
-EVAL_COLUMNS = ("run", "dataset", "scale", "image", "psnr")
+#: The per-image CSV written by ``python -m harness evaluate`` (harness.evaluate.evaluate_rows):
+#: ``active_branches``, ``beta`` and ``routing`` (TADT's bit string) are empty for static models.
+EVAL_COLUMNS = ("run", "dataset", "scale", "image", "psnr", "active_branches", "beta", "routing")
+_EVAL_READ = EVAL_COLUMNS[:5]  # what a table needs of it
 FLOPS_COLUMNS = ("image", "scale", "gflops")
 
 
@@ -71,7 +74,7 @@ def _read_checked_csv(path: str | Path, what: str, columns: Iterable[str]) -> pd
     if not path.is_file():
         raise HarnessError(f"{what} {path} does not exist")
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={"routing": str})  # bit strings, not numbers
     except pd.errors.EmptyDataError:
         raise HarnessError(f"{what} {path} is empty (not even a header line)") from None
     except UnicodeDecodeError as exc:
@@ -93,9 +96,9 @@ def _read_checked_csv(path: str | Path, what: str, columns: Iterable[str]) -> pd
 
 
 def read_evals(paths: Iterable[str | Path]) -> pd.DataFrame:
-    frames = [_read_checked_csv(p, "evaluation CSV", EVAL_COLUMNS) for p in paths]
+    frames = [_read_checked_csv(p, "evaluation CSV", _EVAL_READ) for p in paths]
     if not frames:
-        return pd.DataFrame(columns=list(EVAL_COLUMNS))
+        return pd.DataFrame(columns=list(_EVAL_READ))
     out = pd.concat(frames, ignore_index=True)
     out["run"] = out["run"].astype(str)
     out["dataset"] = out["dataset"].astype(str)
@@ -152,11 +155,14 @@ def mean_gflops(flops: pd.DataFrame, name: str, scale: float) -> float:
 
 def count_params(cfg: dict, extractor: str) -> int:
     """Parameters of ``extractor`` at this profile's widths (TARC included for TADT)."""
+    import torch
+
     from extractors import create_extractor
     from harness.config import extractor_args
+    from harness.registry import count_parameters
 
-    model = create_extractor(extractor, **extractor_args(cfg, extractor))
-    return int(sum(p.numel() for p in model.parameters()))
+    with torch.device("meta"):  # shapes only: no memory, no random draws
+        return count_parameters(create_extractor(extractor, **extractor_args(cfg, extractor)))
 
 
 # --------------------------------------------------------------------------- builder
