@@ -24,7 +24,8 @@ def extractor_names() -> list[str]:
 
 
 #: The modules whose classes register themselves (a missing one is an import error).
-MODULES = ("extractors.edsr", "extractors.rdn", "extractors.rcan", "extractors.swinir", "tadt.model")
+MODULES = ("extractors.edsr", "extractors.rdn", "extractors.rcan", "extractors.swinir", "extractors.nlsa",
+           "extractors.cat", "tadt.model")
 
 
 def _import_all() -> None:
