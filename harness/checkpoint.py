@@ -62,7 +62,12 @@ RELEASE_FORMAT = "liif-release"
 
 RELEASE_UPSAMPLERS = {"liif": "liif", "lte": "lte", "metasr": "metasr"}
 RELEASE_EXTRACTORS = {"edsr-baseline": "edsr-baseline", "rdn": "rdn", "rcan": "rcan",
-                      "swinir": "swinir"}
+                      "swinir": "swinir", "nlsa": "nlsa", "cat-r-2": "cat-r-2"}
+# Released SR networks whose body is one of our extractors (load_release_body):
+# extractor -> (key prefixes of the release's tail, dropped and listed; key
+# prefixes of our layers the release lacks, kept at their initialisation).
+RELEASE_BODIES = {"nlsa": (("tail.",), ("proj.",)),                      # NLSN model_x*.pt
+                  "cat-r-2": (("upsample.", "conv_last."), ())}          # CAT model_CAT_R_2_sr_x*.pth
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
 _MAX_LISTED = 5
 
@@ -389,3 +394,27 @@ def _release_encoder_args(extractor: str, args: dict, path) -> tuple[dict, list[
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kept = {k: v for k, v in args.items() if takes_any or k in params}
     return kept, sorted(k for k in args if k not in kept)
+
+
+# -- released SR networks (NLSN, CAT) ----------------------------------------
+def load_release_body(extractor: torch.nn.Module, name: str, path) -> dict:
+    """Load the body of a released SR network into ``extractor`` (registry ``name``).
+
+    The file is a plain state dict (NLSN's ``model_x2.pt``) or BasicSR's
+    ``{"params": ...}`` / ``{"params_ema": ...}`` (CAT). Keys of the tail
+    (``RELEASE_BODIES``) are dropped; every other key must fit ``extractor``
+    exactly, and every key of ``extractor`` must be in the file except its own
+    layers that the release lacks (NLSA's ``proj``), which keep their values.
+    Returns ``{"dropped": [...], "not_in_release": [...]}``.
+    """
+    if name not in RELEASE_BODIES:
+        raise HarnessError(f"no released SR network maps to extractor {name!r} "
+                           f"(known: {', '.join(RELEASE_BODIES)})")
+    tail, extra = RELEASE_BODIES[name]
+    ck = load_checkpoint(path)
+    sd = next((ck[k] for k in ("params_ema", "params") if isinstance(ck.get(k), Mapping)), ck)
+    sd = strip_wrapper_prefix(sd)
+    body = OrderedDict((k, v) for k, v in sd.items() if not k.startswith(tail))
+    load_weights(extractor, body, f"checkpoint {path}", f"the {name} extractor's body", may_lack=extra)
+    return {"dropped": [k for k in sd if k.startswith(tail)],
+            "not_in_release": [k for k in extractor.state_dict() if k.startswith(extra) and k not in body]}

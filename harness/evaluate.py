@@ -110,7 +110,8 @@ def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
 
 def conv_receptive_radius(encoder: nn.Module) -> tuple[int, bool]:
     """``(radius, local)``: sum of ``dilation * (k - 1) / 2`` over the encoder's convs,
-    and whether the encoder is free of global operations (adaptive pooling).
+    and whether the encoder is free of global operations (adaptive pooling, or a
+    module marked ``non_local = True`` such as NLSA's attention).
 
     The TARC (``tarc.*``) is skipped: routing is decided once on the whole image.
     """
@@ -120,7 +121,7 @@ def conv_receptive_radius(encoder: nn.Module) -> tuple[int, bool]:
             continue
         if isinstance(m, nn.Conv2d):
             radius += max(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size))
-        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) or getattr(m, "non_local", False):
             local = False
     return radius, local
 
