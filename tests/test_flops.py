@@ -32,6 +32,8 @@ SMALL = {
     "swinir": dict(embed_dim=24, depths=(2, 2), num_heads=(2, 2)),
     "baseline": dict(embed_dim=32, num_groups=2),
     "tadt": dict(embed_dim=32, num_groups=2),
+    "nlsa": dict(n_resblocks=2, n_feats=16, attention_every=1, chunk_size=16),
+    "cat-r-2": dict(img_size=16, embed_dim=64, depth=(2,), num_heads=(2,), split_size_0=(2,), split_size_1=(8,)),
 }
 SIZES = [(40, 56), (37, 53), (64, 100)]
 PAPER_SWINIR_GFLOPS = 9733.65  # Figure 2: SwinIR on one 768x1020 DIV2K LR image
