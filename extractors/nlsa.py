@@ -51,7 +51,7 @@ from extractors.layers import HeadBodyTrunk, check_no_upsampling, same_conv
 
 MAX_BUCKETS = 128  # the reference's cap on hash buckets
 #: Score-block budget (elements of one ``chunk x 3 chunk`` attention block batch).
-BLOCK_ELEMENTS = 1 << 24
+BLOCK_ELEMENTS = 1 << 22
 
 
 def lsh_buckets(length: int, chunk_size: int, max_buckets: int = MAX_BUCKETS) -> int:
@@ -97,32 +97,32 @@ class NonLocalSparseAttention(nn.Module):
         cv, chunk = value.shape[-1], self.chunk_size
         proj = match @ rot
         codes = torch.cat([proj, -proj], dim=-1).argmax(dim=-1)
+        del proj
         order = torch.sort(codes, dim=-1, stable=True).indices  # (B, L): sorted position -> pixel
         n_chunks = -(-length // chunk)
         fill = n_chunks * chunk - length
         pos = torch.arange(n_chunks * chunk, device=match.device)
         pos = torch.where(pos < length, pos, (pos - fill) % length)  # the tail repeated (wrapping)
-        idx = order[:, pos]
-        q = match.gather(1, idx.unsqueeze(-1).expand(-1, -1, c)).view(b, n_chunks, chunk, c)
-        v = value.gather(1, idx.unsqueeze(-1).expand(-1, -1, cv)).view(b, n_chunks, chunk, cv)
+        idx = order[:, pos].view(b, n_chunks, chunk)
+        q = match.gather(1, idx.view(b, -1, 1).expand(-1, -1, c)).view(b, n_chunks, chunk, c)
         k = F.normalize(q, p=2, dim=-1, eps=5e-5)
+        out = value.new_empty(b, length, cv)  # in pixel order: each block writes its own pixels
+        lse = value.new_empty(b, length)
         step = max(1, BLOCK_ELEMENTS // (b * chunk * 3 * chunk))
-        outs, scores = [], []
         for k0 in range(0, n_chunks, step):
             ks = torch.arange(k0, min(n_chunks, k0 + step), device=match.device)
             adj = torch.stack([ks, (ks - 1) % n_chunks, (ks + 1) % n_chunks], dim=1).flatten()
             nb = ks.numel()
             kk = k.index_select(1, adj).view(b, nb, 3 * chunk, c)
-            vv = v.index_select(1, adj).view(b, nb, 3 * chunk, cv)
+            vv = value.gather(1, idx.index_select(1, adj).view(b, -1, 1).expand(-1, -1, cv))
+            vv = vv.view(b, nb, 3 * chunk, cv)
             score = q[:, k0:k0 + nb] @ kk.transpose(-1, -2)  # (B, nb, chunk, 3 chunk)
-            lse = _logsumexp(score)
-            outs.append(torch.exp(score - lse.unsqueeze(-1)) @ vv)
-            scores.append(lse)
-        out = torch.cat(outs, dim=1).view(b, -1, cv)[:, :length]
-        lse = torch.cat(scores, dim=1).view(b, -1)[:, :length]
-        unsort = order.unsqueeze(-1)
-        out = torch.empty_like(out).scatter_(1, unsort.expand(-1, -1, cv), out)
-        lse = torch.empty_like(lse).scatter_(1, order, lse)
+            block_lse = _logsumexp(score)
+            block = (torch.exp(score - block_lse.unsqueeze(-1)) @ vv).view(b, -1, cv)
+            n = min(length, (k0 + nb) * chunk) - k0 * chunk  # the fill's copies are dropped
+            pixels = order[:, k0 * chunk:k0 * chunk + n]
+            out.scatter_(1, pixels.unsqueeze(-1).expand(-1, -1, cv), block[:, :n])
+            lse.scatter_(1, pixels, block_lse.view(b, -1)[:, :n])
         return out, lse
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +140,10 @@ class NonLocalSparseAttention(nn.Module):
                 continue
             new_top = torch.maximum(top, lse)
             a, e = torch.exp(top - new_top), torch.exp(lse - new_top)
-            acc = acc * a.unsqueeze(-1) + out * e.unsqueeze(-1)
+            if torch.is_grad_enabled():
+                acc = acc * a.unsqueeze(-1) + out * e.unsqueeze(-1)
+            else:  # in place: no temporaries of the output's size
+                acc.mul_(a.unsqueeze(-1)).add_(out.mul_(e.unsqueeze(-1)))
             den = den * a + e
             top = new_top
         out = (acc / den.unsqueeze(-1)).transpose(1, 2).reshape(b, c, h, w)
