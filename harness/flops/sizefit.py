@@ -14,6 +14,13 @@ that pads differently in each direction). The bases tried, smallest first:
 ``[Hp*Wp]``, ``[Hp*Wp, H*W, 1]``, ``[H*W, Hp*Wp, H*Wp, Hp*W, H, W, Hp, Wp, 1]``
 (convnets: ``[H*W]``, ``[H*W, 1]``, ``[H*W, H, W, 1]``). Evaluating a
 :class:`SizeFit` at any size is then arithmetic.
+
+An extractor whose costs follow other size terms declares them:
+``flops_terms(h, w) -> {name: int}`` (NLSA: pixels, pixels padded to whole
+attention chunks, pixels times hash rotations, whose number steps with the
+size). :func:`fit_terms` fits those at the smallest independent sizes of
+:data:`TERM_SIDES` and verifies at :data:`TERM_CHECKS`, sizes beyond the fitted
+ones where the stepped terms take other values.
 """
 from __future__ import annotations
 
@@ -27,6 +34,10 @@ from harness.flops.tracing import probe_input, quick_count, threads
 # Size bases tried in turn (the first that verifies wins): window models, then convnets.
 _WINDOW_LADDER = (("HpWp",), ("HpWp", "HW", "1"), ("HW", "HpWp", "HWp", "HpW", "H", "W", "Hp", "Wp", "1"))
 _PLAIN_LADDER = (("HW",), ("HW", "1"), ("HW", "H", "W", "1"))
+# An extractor's own size terms (its ``flops_terms``): sides to fit on, sizes to verify on.
+Terms = Callable[[int, int], dict]
+TERM_SIDES = (8, 9, 10, 11, 12, 13, 14, 16, 20, 24, 28, 32)
+TERM_CHECKS = ((15, 13), (37, 29))
 
 
 def padded(n: int, window: int | None) -> int:
@@ -36,7 +47,10 @@ def padded(n: int, window: int | None) -> int:
     return -(-n // window) * window
 
 
-def _basis(names: Sequence[str], h: int, w: int, window: int | None) -> list[int]:
+def _basis(names: Sequence[str], h: int, w: int, window: int | None, terms: Terms | None = None) -> list[int]:
+    if terms is not None:
+        vals = terms(h, w)
+        return [vals[n] for n in names]
     hp, wp = padded(h, window), padded(w, window)
     vals = {"HW": h * w, "HpWp": hp * wp, "HWp": h * wp, "HpW": hp * w,
             "H": h, "W": w, "Hp": hp, "Wp": wp, "1": 1}
@@ -113,13 +127,15 @@ def pick_sizes(names: Sequence[str], window: int | None):
 class SizeFit:
     """FLOPs of one model and routing as an exact linear function of the size basis."""
 
-    def __init__(self, names: Sequence[str], coef: Sequence[Fraction], window: int | None):
+    def __init__(self, names: Sequence[str], coef: Sequence[Fraction], window: int | None,
+                 terms: Terms | None = None):
         self.names = tuple(names)
         self.coef = tuple(Fraction(c) for c in coef)
         self.window = window
+        self.terms = terms
 
     def flops(self, h: int, w: int) -> int:
-        val = sum(c * b for c, b in zip(self.coef, _basis(self.names, h, w, self.window)))
+        val = sum(c * b for c, b in zip(self.coef, _basis(self.names, h, w, self.window, self.terms)))
         return int(round(val))
 
     def combine(self, other: "SizeFit", weight: Fraction) -> "SizeFit":
@@ -127,7 +143,7 @@ class SizeFit:
         names = list(self.names) + [n for n in other.names if n not in self.names]
         a = dict(zip(self.names, self.coef))
         b = dict(zip(other.names, other.coef))
-        return SizeFit(names, [a.get(n, 0) + weight * b.get(n, 0) for n in names], self.window)
+        return SizeFit(names, [a.get(n, 0) + weight * b.get(n, 0) for n in names], self.window, self.terms)
 
     def __sub__(self, other: "SizeFit") -> "SizeFit":
         return self.combine(other, Fraction(-1))
@@ -187,13 +203,33 @@ def fit_verified(count: Callable[[int, int], int], window: int | None, what: str
                        f"count it directly with count_flops")
 
 
+def fit_terms(count: Callable[[int, int], int], terms: Terms, what: str) -> SizeFit:
+    """Fit on an extractor's own size terms; ``RuntimeError`` if the fit does not verify."""
+    names = tuple(terms(1, 1))
+    sizes, rows = [], []
+    for s in sorted(((h, w) for h in TERM_SIDES for w in TERM_SIDES), key=lambda s: (s[0] * s[1], s)):
+        row = _basis(names, *s, None, terms)
+        if len(rows) < len(names) and _rank(rows + [row]) > len(rows):
+            sizes.append(s)
+            rows.append(row)
+    coef = _solve(rows, [count(*s) for s in sizes]) if len(rows) == len(names) else None
+    fit = SizeFit(names, coef, None, terms) if coef is not None else None
+    if fit is None or any(fit.flops(*s) != count(*s) for s in TERM_CHECKS):
+        raise RuntimeError(f"FLOPs of {what} are not linear in its size terms {names}; "
+                           f"count it directly with count_flops")
+    return fit
+
+
 def fit_extractor(extractor: nn.Module, routing: str | None = None, scale=None) -> SizeFit:
     """Fit (and verify) the size dependence of ``extractor(x, scale, routing)``."""
     window = getattr(extractor, "window_size", None)
     counter = SmallCounts(extractor, {"scale": scale if scale is not None else 2.0})
-    return fit_verified(lambda h, w: counter(h, w, routing), window,
-                        f"{type(extractor).__name__} (routing {routing})")
+    what = f"{type(extractor).__name__} (routing {routing})"
+    terms = getattr(extractor, "flops_terms", None)
+    if terms is not None:
+        return fit_terms(lambda h, w: counter(h, w, routing), terms, what)
+    return fit_verified(lambda h, w: counter(h, w, routing), window, what)
 
 
 __all__ = ["SizeFit", "SmallCounts", "padded", "ladder", "pick_sizes", "fit_sizes", "fit_verified",
-           "fit_extractor"]
+           "fit_terms", "fit_extractor"]
