@@ -21,6 +21,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.evaluate import conv_receptive_radius, default_tile_overlap
 from harness.flops import count_flops
+from harness.flops.sizefit import SmallCounts, fit_terms
 from upsamplers import create_model, upsampler_names
 from upsamplers.coords import make_cell, make_coord
 
@@ -211,18 +212,37 @@ def test_nlsa_eval_is_deterministic_training_draws_fresh_rotations():
         assert torch.equal(model(x), a) and not torch.equal(a, b)
 
 
-def test_nlsa_flops_are_linear_in_its_terms():
-    """fvcore's count = convs per pixel + attention per chunked pixel + hashing per
-    pixel and rotation, the decomposition the fast counter fits."""
-    model = small("nlsa")
+def small_nlsa_flops(h: int, w: int) -> int:
+    """fvcore's count of ``small("nlsa")``: convs per pixel + attention per chunked
+    pixel + hashing per pixel and rotation (the decomposition the fast counter fits)."""
     n, c, cr, nh, chunk, n_att = 4, 16, 4, 4, 16, 3  # 4 blocks; NLSA at the start and after every 2
     per_pixel = 3 * c * 9 + 2 * n * c * c * 9 + c * c * 9 + c * 24 * 9 + n_att * (c * cr * 9 + c * c)
+    terms = small("nlsa").flops_terms(h, w)
+    return per_pixel * terms["HW"] + n_att * (nh * cr * terms["hashed"] + nh * 3 * chunk * (cr + c) * terms["chunked"])
+
+
+def test_nlsa_flops_are_linear_in_its_terms():
+    model = small("nlsa")
     for h, w in [(5, 7), (9, 11), (20, 13)]:
-        terms = model.flops_terms(h, w)
-        expected = per_pixel * terms["HW"] + n_att * (nh * cr * terms["hashed"]
-                                                     + nh * 3 * chunk * (cr + c) * terms["chunked"])
         total, _, unsupported = count_flops(model, (torch.randn(1, 3, h, w),))
-        assert unsupported == {} and total == expected, (h, w)
+        assert unsupported == {} and total == small_nlsa_flops(h, w), (h, w)
+
+
+def test_flops_verb_counts_nlsa(capsys):
+    # fast == fvcore's direct count for every extractor: tests/test_flops.py
+    args = ["flops", "--extractor", "nlsa", "--extractor-args", json.dumps(SMALL["nlsa"]), "--size", "37x53"]
+    assert main(args + ["--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["flops"] == small_nlsa_flops(37, 53) and res["method"] == "fast"
+
+
+def test_size_terms_that_miss_a_cost_do_not_verify():
+    model = small("nlsa")
+    counts = SmallCounts(model)
+    assert fit_terms(counts, model.flops_terms, "nlsa").flops(37, 29) == counts(37, 29)
+    without_hashing = lambda h, w: {k: v for k, v in model.flops_terms(h, w).items() if k != "hashed"}
+    with pytest.raises(RuntimeError, match="not linear in its size terms"):
+        fit_terms(counts, without_hashing, "nlsa")
 
 
 def test_nlsa_tiles_are_not_claimed_exact():
