@@ -30,7 +30,7 @@ DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
 EXPERIMENTS = ROOT / "config" / "experiments.yaml"
 
 # The schema's defaults of `pairs` (config/schema.yaml), for a config that names none.
-DEFAULT_PAIR_EXTRACTORS = ("edsr-baseline", "rdn", "rcan", "swinir", "baseline", "tadt")
+DEFAULT_PAIR_EXTRACTORS = ("edsr-baseline", "rdn", "rcan", "nlsa", "swinir", "cat-r-2", "baseline", "tadt")
 DEFAULT_PAIR_UPSAMPLERS = ("metasr", "liif", "lte")
 
 ABLATIONS = {

@@ -11,14 +11,19 @@ import pytest
 import torch
 
 from extractors import create_extractor, extractor_names
-from harness.config import extractor_args, load_config, pair_extractors, pair_upsamplers
+from harness.config import ROOT, extractor_args, load_config, pair_extractors, pair_upsamplers
 from upsamplers import create_model, upsampler_names
 
 CFG = load_config()
 
 
-def test_the_embedded_default_pairs_every_registered_model():
-    assert sorted(pair_extractors(CFG)) == sorted(extractor_names())
+def test_every_registered_model_has_embedded_widths_and_is_paired_somewhere():
+    assert sorted(CFG["extractors"]) == sorted(extractor_names())
+    assert sorted(CFG["upsamplers"]) == sorted(upsampler_names())
+    everything = load_config(ROOT / "config" / "embedded-all.yaml")
+    assert sorted(pair_extractors(everything)) == sorted(extractor_names())
+    paper = load_config(ROOT / "config" / "paper.yaml")
+    assert sorted(pair_extractors(paper)) == sorted(extractor_names())
     assert sorted(pair_upsamplers(CFG)) == sorted(upsampler_names())
 
 

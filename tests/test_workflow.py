@@ -22,7 +22,7 @@ from harness.config import ROOT, load_config
 
 SNAKEFILE = ROOT / "Snakefile"
 PAPER = ROOT / "config" / "paper.yaml"
-EXTRACTORS = ["edsr-baseline", "rdn", "rcan", "swinir", "baseline", "tadt"]
+EXTRACTORS = ["edsr-baseline", "rdn", "rcan", "nlsa", "swinir", "cat-r-2", "baseline", "tadt"]
 UPSAMPLERS = ["metasr", "liif", "lte"]
 
 
@@ -82,15 +82,15 @@ def expected_paper_jobs(raw: dict) -> Counter:
 def test_paper_profile_all_schedules_exactly_the_expected_jobs(tmp_path):
     raw = yaml.safe_load(PAPER.read_text())
     expected = expected_paper_jobs(raw)
-    # The paper's world: 21 runs; 18 pairs on DIV2K + 3 benchmarks, the beta variants on
-    # Urban100 and the L_beta ablation on DIV2K; bicubic on 4 sets; 5 static + 2 routed FLOPs.
+    # The paper's world: 27 runs; 24 pairs on DIV2K + 3 benchmarks, the beta variants on
+    # Urban100 and the L_beta ablation on DIV2K; bicubic on 4 sets; 7 static + 2 routed FLOPs.
     assert (expected["train"], expected["evaluate"], expected["evaluate_bicubic"],
-            expected["flops_static"], expected["flops_routed"]) == (21, 75, 4, 5, 2)
+            expected["flops_static"], expected["flops_routed"]) == (27, 99, 4, 7, 2)
     counts, jobs = dry_run(tmp_path, "all", configfile=PAPER)
     assert counts == expected
     trained = sorted(re.search(r"checkpoints/(\S+)\.pth", j["output"]).group(1)
                      for j in jobs if j["rule"] == "train")
-    assert len(set(trained)) == 21
+    assert len(set(trained)) == 27
     # A dry run writes nothing of ours (Snakemake keeps its own .snakemake/).
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snakemake"]
 
