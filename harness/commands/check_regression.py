@@ -198,7 +198,7 @@ def run(args) -> int:
     import sys
 
     from harness.errors import HarnessError
-    from harness.io import atomic_path
+    from harness.io import atomic_path, check_writable
 
     try:
         tables = sorted({int(t) for t in args.tables.split(",") if t.strip()})
@@ -206,6 +206,8 @@ def run(args) -> int:
         raise HarnessError(f"--tables must list table numbers such as 1,2,3, got {args.tables!r}") from None
     if not tables or any(t not in range(1, 6) for t in tables):
         raise HarnessError(f"--tables must list numbers from 1 to 5, got {args.tables!r}")
+    if args.write_baseline:
+        check_writable(args.baseline, "--baseline")
     current = flatten(args.results, tables)
     if args.write_baseline:
         with atomic_path(args.baseline) as tmp:

@@ -39,6 +39,10 @@ def run(args) -> int:
     from harness.config import load_config
     from harness.tables import parse_named, read_evals, read_flops, read_table
 
+    from harness.io import check_writable
+
+    check_writable(args.out, "--out")
+    check_writable(args.data or Path(args.out).with_suffix(".csv"), "--data")
     cfg = load_config(*args.config)
     name = f"figure{args.name}" if args.name.isdigit() else args.name
     if name == "figure1":

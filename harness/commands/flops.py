@@ -266,6 +266,9 @@ def run(args: argparse.Namespace) -> int:
         parse_size(args.size)  # fail on a bad size or scale before building anything
     if args.scale is not None:
         args.scale = parse_scale(args.scale)
+    if args.out:
+        from harness.io import check_writable
+        check_writable(args.out, "--out CSV")
     cfg = _load_cfg(args)
     ext, name = _extractor(args, cfg)
     from harness.device import resolve_device

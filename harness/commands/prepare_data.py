@@ -56,7 +56,10 @@ def _data_cfg(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from harness.data import DATASETS, dataset_root, is_benchmark, prepare
 
+    from harness.io import check_writable
+
     cfg = _data_cfg(args)
+    check_writable(cfg["cache"], "--cache folder", directory=True)
     if args.datasets:
         unknown = [d for d in args.datasets if d not in DATASETS]
         if unknown:

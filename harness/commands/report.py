@@ -30,6 +30,9 @@ def run(args) -> int:
     from harness.io import atomic_write_text
     from harness.report import FAIL, NA, PASS, build_report
 
+    from harness.io import check_writable
+
+    check_writable(args.out, "--out")
     cfg = load_config(*args.config)
     text, claims = build_report(args.results, args.paper, args.models, cfg)
     atomic_write_text(args.out, text)

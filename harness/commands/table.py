@@ -38,6 +38,9 @@ def run(args) -> int:
     from harness.errors import HarnessError
     from harness.tables import build_table, parse_named, read_evals, read_flops, write_table
 
+    from harness.io import check_writable
+
+    check_writable(args.out, "--out")
     cfg = load_config(*args.config)
     params = None
     if args.params:

@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError("--threads must be at least 1")
     out = Path(args.out) if args.out else checkpoint_path(cfg, spec.name)
     log = Path(args.log) if args.log else results_dir(cfg) / "logs" / "train" / f"{spec.name}.csv"
+    from harness.io import check_writable
+    check_writable(out, "--out checkpoint")
+    check_writable(log, "--log")
 
     from harness.training import train_run
 
