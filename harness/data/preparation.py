@@ -8,6 +8,7 @@ from harness.data.files import hr_files
 from harness.data.images import read_image
 from harness.data.layouts import DATASETS, check_data_cfg, layout_of
 from harness.data.lr import matlab_lr_pairs
+from harness.data.pairs import check_eval_sizes
 from harness.errors import HarnessError
 from harness.protocol import matlab_scale
 
@@ -15,6 +16,9 @@ from harness.protocol import matlab_scale
 def prepare(data_cfg: Mapping[str, Any], datasets: list[str] | None = None,
             scales: tuple[int, ...] = (2, 3, 4)) -> list[dict]:
     """Check every dataset's layout, read every image, build the LR cache; one row per dataset.
+
+    An evaluation image too small for one of ``scales``, or a precomputed LR file of
+    the wrong size, is an error naming the file (``harness.data.pairs``, ``harness.data.lr``).
 
     A row: ``dataset``, ``images`` (count), ``min_size``/``max_size`` (``HxW``) and
     ``lr`` (``{"x2": "5 generated", ...}``; empty for the training set). All missing
@@ -40,6 +44,7 @@ def prepare(data_cfg: Mapping[str, Any], datasets: list[str] | None = None,
                "max_size": f"{max(h for h, _ in sizes)}x{max(w for _, w in sizes)}", "lr": {}}
         if n != "div2k-train":
             for s in scales:
+                check_eval_sizes(files, n, s)
                 counts: dict[str, int] = {}
                 for *_, how in matlab_lr_pairs(cfg, n, int(s)):
                     counts[how] = counts.get(how, 0) + 1
