@@ -17,7 +17,8 @@ Each protocol rule is imported from :mod:`harness.protocol`, never re-written:
   points are the same; for other scales and explicit output sizes it is the
   same rule without rounding the padded HR size;
 - the model gets ``scale`` (the scale-aware TADT routes on it);
-- output: ``denormalize``, clamped to [0, 1], not rounded.
+- output: ``denormalize``, clamped to [0, 1], not rounded; a non-finite output (NaN
+  weights, overflow) is a ``HarnessError``, never an image or a PSNR.
 
 Bounded memory
 --------------
@@ -69,7 +70,6 @@ CSV records it (``routing``), so PSNR and GFLOPs come from the same path.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Sequence
@@ -78,6 +78,7 @@ import torch
 from torch import nn
 
 from harness import protocol
+from harness.errors import HarnessError
 from harness.scales import format_scale
 from harness.tables import EVAL_COLUMNS  # the per-image CSV layout, defined once with its reader
 from upsamplers import DEFAULT_CHUNK
@@ -86,8 +87,8 @@ from upsamplers.coords import make_coord
 
 __all__ = ["output_size", "conv_receptive_radius", "default_tile_overlap", "extract_features",
            "super_resolve", "super_resolve_routed", "evaluation_input", "evaluation_routing",
-           "bicubic_upscale", "EVAL_COLUMNS",
-           "evaluate_rows", "GLOBAL_OVERLAP"]
+           "bicubic_upscale", "EVAL_COLUMNS", "evaluate_rows", "GLOBAL_OVERLAP", "decode_rows",
+           "check_finite", "check_sr_args", "routing_of", "eval_mode", "window_of", "ceil_to"]
 
 #: Default overlap (LR pixels, before rounding up to the window) for extractors
 #: whose receptive field is effectively the whole image (see the module docstring).
@@ -126,27 +127,29 @@ def conv_receptive_radius(encoder: nn.Module) -> tuple[int, bool]:
     return radius, local
 
 
-def _window(encoder: nn.Module) -> int:
+def window_of(encoder: nn.Module) -> int:
+    """The multiple the extractor pads its input to (``window_size``), 1 for convnets."""
     ws = getattr(encoder, "window_size", None)
     return int(ws) if ws else 1
 
 
-def _ceil_to(n: int, multiple: int) -> int:
+def ceil_to(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple``."""
     return -(-int(n) // multiple) * multiple
 
 
 def default_tile_overlap(encoder: nn.Module) -> int:
     """Overlap (LR pixels) added around each feature tile; see the module docstring."""
-    ws = _window(encoder)
+    ws = window_of(encoder)
     if ws > 1:
-        return _ceil_to(GLOBAL_OVERLAP, ws)
+        return ceil_to(GLOBAL_OVERLAP, ws)
     radius, local = conv_receptive_radius(encoder)
     return radius if local else min(radius, GLOBAL_OVERLAP)
 
 
 # ---------------------------------------------------------------------------- features
 
-def _routing_of(encoder: nn.Module, inp: torch.Tensor, scale) -> Any:
+def routing_of(encoder: nn.Module, inp: torch.Tensor, scale) -> Any:
     """TADT/Baseline: the routing of the whole image (``RoutingInfo``); else None."""
     route = getattr(encoder, "routing_for", None)
     return route(inp, scale) if callable(route) else None
@@ -159,36 +162,46 @@ def _encode(encoder: nn.Module, x: torch.Tensor, scale, routing) -> torch.Tensor
 
 
 def extract_features(model: nn.Module, inp: torch.Tensor, scale, tile: int = 0,
-                     tile_overlap: Optional[int] = None, routing: Any = None) -> torch.Tensor:
+                     tile_overlap: Optional[int] = None, routing: Any = None,
+                     rows: Optional[Sequence[int]] = None) -> torch.Tensor:
     """The encoder's map ``(B, C, h, w)`` of the normalised (already padded) ``inp``.
 
     ``tile > 0`` runs the encoder on tiles (see the module docstring). ``routing``
     (a ``RoutingInfo``) is forced on every call; when tiling a routed extractor
     without one, the routing is decided on the whole ``inp`` first, so that no
-    tile routes on its own content.
+    tile routes on its own content. ``rows = (r0, r1)`` (with ``tile > 0``; ``r0`` a
+    multiple of the window) computes only those rows, ``(B, C, r1 - r0, w)``, as one
+    row of ``(r1 - r0) x tile`` tiles that read their overlap from all of ``inp``.
     """
     encoder = model.encoder
     h, w = inp.shape[-2:]
-    if tile <= 0 or (tile >= h and tile >= w):
-        return _encode(encoder, inp, scale, routing)
+    if rows is None:
+        if tile <= 0 or (tile >= h and tile >= w):
+            return _encode(encoder, inp, scale, routing)
+        r0, r1 = 0, h
+    else:
+        r0, r1 = int(rows[0]), int(rows[1])
+        if tile <= 0 or not 0 <= r0 < r1 <= h:
+            raise ValueError(f"rows {rows} of {h} need tile > 0, got {tile}")
     if routing is None:
-        routing = _routing_of(encoder, inp, scale)
-    ws = _window(encoder)
+        routing = routing_of(encoder, inp, scale)
+    ws = window_of(encoder)
     overlap = default_tile_overlap(encoder) if tile_overlap is None else int(tile_overlap)
     if overlap < 0:
         raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
-    tile, overlap = _ceil_to(tile, ws), _ceil_to(overlap, ws)
+    tile, overlap = ceil_to(tile, ws), ceil_to(overlap, ws)
+    step = tile if rows is None else r1 - r0
     feat = None
-    for y0 in range(0, h, tile):
-        y1 = min(y0 + tile, h)
+    for y0 in range(r0, r1, step):
+        y1 = min(y0 + step, r1)
         ey0, ey1 = max(0, y0 - overlap), min(h, y1 + overlap)
         for x0 in range(0, w, tile):
             x1 = min(x0 + tile, w)
             ex0, ex1 = max(0, x0 - overlap), min(w, x1 + overlap)
             f = _encode(encoder, inp[..., ey0:ey1, ex0:ex1], scale, routing)
             if feat is None:
-                feat = f.new_empty(f.shape[0], f.shape[1], h, w)
-            feat[..., y0:y1, x0:x1] = f[..., y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
+                feat = f.new_empty(f.shape[0], f.shape[1], r1 - r0, w)
+            feat[..., y0 - r0:y1 - r0, x0:x1] = f[..., y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
             del f
     return feat
 
@@ -196,7 +209,7 @@ def extract_features(model: nn.Module, inp: torch.Tensor, scale, tile: int = 0,
 # ----------------------------------------------------------------------- super-resolve
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     was = model.training
     model.eval()
     try:
@@ -219,6 +232,13 @@ def _check_lr(lr: torch.Tensor) -> None:
         raise ValueError(f"empty LR image {tuple(lr.shape)}")
 
 
+def check_finite(rgb: torch.Tensor, what: str) -> None:
+    """Non-finite model output is an error, never an image: one HarnessError line."""
+    if not bool(torch.isfinite(rgb).all()):
+        raise HarnessError(f"the model's output for {what} is not finite (NaN or inf): the "
+                           f"checkpoint's weights are probably not finite, or overflow")
+
+
 def evaluation_input(encoder: nn.Module, lr: torch.Tensor, device=None) -> torch.Tensor:
     """What evaluation feeds the model for ``lr (3, h, w)`` in [0, 1]: normalised,
     float32, ``(1, 3, h', w')``, mirror-padded for window extractors
@@ -238,16 +258,51 @@ def evaluation_routing(encoder: nn.Module, lr: torch.Tensor, scale: float) -> An
     the whole :func:`evaluation_input` (before any tiling), in eval mode; None
     for extractors without routing. :func:`super_resolve_routed` decides the same way."""
     _check_lr(lr)
-    with _eval_mode(encoder):
-        return _routing_of(encoder, evaluation_input(encoder, lr), float(scale))
+    with eval_mode(encoder):
+        return routing_of(encoder, evaluation_input(encoder, lr), float(scale))
 
 
-@torch.no_grad()
-def super_resolve_routed(model: nn.Module, lr: torch.Tensor, scale: float,
-                         out_shape: Optional[Sequence[int]] = None, chunk: int = DEFAULT_CHUNK,
-                         tile: int = 0, tile_overlap: Optional[int] = None):
-    """:func:`super_resolve`, also returning the routing used (``RoutingInfo`` for
-    TADT/Baseline, else None)."""
+def decode_rows(model: nn.Module, inp: torch.Tensor, feat: Any, lr_size: Sequence[int],
+                out_shape: Sequence[int], rows: Sequence[int], scale: float, chunk: int,
+                row0: int = 0) -> torch.Tensor:
+    """Output rows ``rows[0] .. rows[1] - 1`` of the ``H x W`` super-resolution of an
+    ``h x w`` (``lr_size``) image, ``(3, n, W)`` in [0, 1] (clamped, not rounded).
+
+    ``inp`` and ``feat`` (``model.prepare``'s) hold the padded LR rows ``row0 ..
+    row0 + inp.shape[-2] - 1`` and every padded column; the queries are expressed in
+    their frame (``y' = (y + 1) h / n - 1 - 2 row0 / n`` for ``n`` rows, the cell scaled
+    alike), so the rows a query reads must lie inside (see ``harness.upscaling``).
+    Non-finite output raises (:func:`check_finite`).
+    """
+    (h, w), (H, W) = (int(lr_size[0]), int(lr_size[1])), (int(out_shape[0]), int(out_shape[1]))
+    y0, y1 = int(rows[0]), int(rows[1])
+    n, wp = inp.shape[-2:]
+    device = inp.device
+    ys = make_coord((H,), device=device)[:, 0]
+    xs = make_coord((W,), device=device)[:, 0]
+    if n != h or row0:
+        ys = (ys + 1) * (h / n) - 1
+    if row0:
+        ys = ys - 2.0 * row0 / n
+    if wp != w:
+        xs = (xs + 1) * (w / wp) - 1
+    cell = protocol.eval_cell(torch.tensor([2.0 / H * h / n, 2.0 / W * w / wp], device=device), scale)
+
+    def queries(i: int, j: int):
+        idx = torch.arange(y0 * W + i, y0 * W + j, device=device)
+        return torch.stack([ys[idx // W], xs[idx % W]], dim=-1).unsqueeze(0), cell.expand(1, j - i, 2)
+
+    out = torch.empty(3, (y1 - y0) * W, dtype=torch.float32, device=device)
+    for i, j, rgb in decode_in_chunks(model, inp, feat, (y1 - y0) * W, queries, chunk):
+        check_finite(rgb, f"{h}x{w} -> {H}x{W} (x{scale:.4g})")
+        out[:, i:j] = rgb[0].t()
+        del rgb
+    return protocol.denormalize(out.view(3, y1 - y0, W)).clamp_(0, 1)
+
+
+def check_sr_args(lr: torch.Tensor, scale: float, chunk: int,
+                  out_shape: Optional[Sequence[int]] = None) -> tuple[float, int, int]:
+    """Validate the arguments of a super-resolution; return ``(scale, H, W)``."""
     _check_lr(lr)
     s = float(scale)
     if not s > 0 or not math.isfinite(s):
@@ -258,33 +313,23 @@ def super_resolve_routed(model: nn.Module, lr: torch.Tensor, scale: float,
     H, W = output_size(h, w, s) if out_shape is None else (int(out_shape[0]), int(out_shape[1]))
     if H < 1 or W < 1:
         raise ValueError(f"bad output size {H}x{W}")
-    device = _device_of(model)
+    return s, H, W
 
-    with _eval_mode(model):
-        inp = evaluation_input(model.encoder, lr, device)
-        hp, wp = inp.shape[-2:]
-        routing = _routing_of(model.encoder, inp, s)
+
+@torch.no_grad()
+def super_resolve_routed(model: nn.Module, lr: torch.Tensor, scale: float,
+                         out_shape: Optional[Sequence[int]] = None, chunk: int = DEFAULT_CHUNK,
+                         tile: int = 0, tile_overlap: Optional[int] = None):
+    """:func:`super_resolve`, also returning the routing used (``RoutingInfo`` for
+    TADT/Baseline, else None)."""
+    s, H, W = check_sr_args(lr, scale, chunk, out_shape)
+    h, w = int(lr.shape[1]), int(lr.shape[2])
+    with eval_mode(model):
+        inp = evaluation_input(model.encoder, lr)
+        routing = routing_of(model.encoder, inp, s)
         feat = model.prepare(extract_features(model, inp, s, tile, tile_overlap, routing))
-
-        # Query grid of the output, in the frame of the (padded) input.
-        ys = make_coord((H,), device=device)[:, 0]
-        xs = make_coord((W,), device=device)[:, 0]
-        if hp != h:
-            ys = (ys + 1) * (h / hp) - 1
-        if wp != w:
-            xs = (xs + 1) * (w / wp) - 1
-        cell = protocol.eval_cell(torch.tensor([2.0 / H * h / hp, 2.0 / W * w / wp], device=device), s)
-
-        def queries(i: int, j: int):
-            idx = torch.arange(i, j, device=device)
-            return torch.stack([ys[idx // W], xs[idx % W]], dim=-1).unsqueeze(0), cell.expand(1, j - i, 2)
-
-        out = torch.empty(3, H * W, dtype=torch.float32, device=device)
-        for i, j, rgb in decode_in_chunks(model, inp, feat, H * W, queries, chunk):
-            out[:, i:j] = rgb[0].t()
-            del rgb
+        sr = decode_rows(model, inp, feat, (h, w), (H, W), (0, H), s, chunk)
         del feat
-        sr = protocol.denormalize(out.view(3, H, W)).clamp_(0, 1)
     return sr.to(lr.device), routing
 
 
@@ -343,10 +388,9 @@ def evaluate_rows(model: Optional[nn.Module], data_cfg, dataset: str, scales: Se
 
     y_channel = is_benchmark(dataset)
     routed = model is not None and bool(getattr(model.encoder, "scale_aware", False))
-    for s in scales:
-        pairs = eval_pairs(data_cfg, dataset, s)
-        if max_images:
-            pairs = itertools.islice(pairs, max_images)
+    # Every scale's pairs are set up (layout, LR sizes, image sizes checked) before any work.
+    sources = [(s, eval_pairs(data_cfg, dataset, s, max_images)) for s in scales]
+    for s, pairs in sources:
         for name, lr, hr in pairs:
             out_shape = tuple(hr.shape[-2:])
             if model is None:

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.config import DEFAULT_CONFIG, load_config
     from harness.data import hr_files, is_benchmark
     from harness.evaluate import EVAL_COLUMNS, evaluate_rows
-    from harness.io import atomic_path
+    from harness.io import atomic_path, check_writable
     from harness.metrics import average
     from harness.device import resolve_device
 
@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
                                  (args.threads, "--threads", 1)):
         _positive(value, name, minimum)
     y_channel = is_benchmark(args.dataset)          # unknown dataset: one clear error, now
+    check_writable(args.out, "--out CSV")
     max_images = ev["max_images"] if args.max_images is None else args.max_images
     chunk = ev["chunk"] if args.chunk is None else args.chunk
     tile = ev["tile"] if args.tile is None else args.tile
