@@ -38,8 +38,8 @@ def _lr(i: int, h: int, w: int) -> torch.Tensor:
     return (c * yy + (1 - c) * xx).clamp(0, 1)
 
 
-def _pairs(data_cfg, dataset, scale):
-    assert dataset == DATASET
+def _pairs(data_cfg, dataset, scale, max_images=0):   # harness.data.eval_pairs' signature
+    assert dataset == DATASET and not max_images
     for i, (h, w) in enumerate(SIZES):
         H, W = output_size(h, w, scale)
         yield f"img{i}", _lr(i, h, w), torch.rand(3, H, W, generator=torch.Generator().manual_seed(100 + i))
