@@ -168,13 +168,12 @@ def write_baselines(layers: Sequence[str], work: Path, args, tables_: Sequence[i
         print("training-quick: measuring the spread under other instruction sets ...")
         deviations = {name: dev["training"] for name, dev in
                       measure("training-quick", work / "spread", {"training": values}).items()}
-        TR.write_baseline(values, TR.quick_spreads(deviations, values), layers=",".join(layers),
-                          machine=machine())
+        TR.write_baseline(values, TR.quick_spreads(deviations, values), machine=machine())
     if "training-full" in layers:
         per_seed = TR.full_seed_values(work / "full", range(2 * TR.FULL_SEEDS), args.threads,
                                        lambda s, v: print(f"  seed {s}: {v}"))
         values = TR.full_values({s: v for s, v in per_seed.items() if s < TR.FULL_SEEDS})
-        TR.write_baseline(values, TR.full_spreads(per_seed), layers=",".join(layers), machine=machine())
+        TR.write_baseline(values, TR.full_spreads(per_seed), machine=machine())
     if "training-quick" in layers or "training-full" in layers:
         print(f"training baseline -> {TR.BASELINE}")
     if "tables" in layers:

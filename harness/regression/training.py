@@ -184,7 +184,7 @@ def log_resolution(value: float) -> float:
 
 HEADER = """\
 Statistical layer of the regression guard (harness/regression/training.py), written by
-  python -m harness check-regression --write-baseline --layers {layers}
+  python -m harness check-regression --write-baseline --layers training-quick (training-full)
 value: the statistic on the machine below; spread: the measured standard deviation of the
 compared quantity ({quick_how}; {full_how}); tolerance = {k:g} x spread.
 See tests/regression/README.md. Regenerate only for an intended change to training.
@@ -193,7 +193,7 @@ machine: {machine}
 
 
 def write_baseline(values: dict[str, float], spreads: dict[str, float], path: Path = BASELINE,
-                   layers: str = "training-quick,training-full", machine: str = "") -> None:
+                   machine: str = "") -> None:
     """Write (or update: rows of other statistics are kept) the training baseline."""
     from harness.io import atomic_path
 
@@ -201,9 +201,10 @@ def write_baseline(values: dict[str, float], spreads: dict[str, float], path: Pa
     for stat, value in values.items():
         spread = spreads[stat]
         rows[stat] = {"value": value, "spread": spread, "tolerance": K_SIGMA * spread}
-    header = HEADER.format(layers=layers, k=K_SIGMA, machine=machine,
+    header = HEADER.format(k=K_SIGMA, machine=machine,
                            quick_how="quick: RMS deviation over the instruction-set settings "
-                                     f"{', '.join(ISA_SETTINGS)} and 2 threads, at least the log's rounding",
+                                     f"{', '.join(ISA_SETTINGS)} and 2 threads, at least the rounding of "
+                                     "one logged value",
                            full_how=f"full: seed standard deviation x sqrt(2/{FULL_SEEDS}), the spread "
                                     f"of the difference of two {FULL_SEEDS}-seed means")
     with atomic_path(path) as tmp:
@@ -221,12 +222,13 @@ def write_baseline(values: dict[str, float], spreads: dict[str, float], path: Pa
 
 def quick_spreads(deviations: dict[str, dict[str, float]], reference: dict[str, float]) -> dict[str, float]:
     """RMS over settings of each quick statistic's deviation from ``reference``
-    (``deviations``: setting -> statistic -> value - reference), at least the log's rounding."""
+    (``deviations``: setting -> statistic -> value - reference); at least the rounding of one
+    logged value (:func:`log_resolution`), below which no deviation can be measured."""
     out = {}
     for k, ref in reference.items():
         devs = [d[k] for d in deviations.values()]
         rms = math.sqrt(math.fsum(d * d for d in devs) / len(devs))
-        out[k] = max(rms, log_resolution(ref) / QUICK_STEPS ** 0.5)
+        out[k] = max(rms, log_resolution(ref))
     return out
 
 
