@@ -140,7 +140,7 @@ def test_planted_learning_rate(tmp_path, monkeypatch):
     copy = tmp_path / "default.yaml"
     copy.write_text(yaml.safe_dump(raw))
     monkeypatch.setattr(harness.config, "DEFAULT_CONFIG", copy)
-    result = check.training(["training-quick"], tmp_path / "training")
+    result = check.training(["training-quick"], tmp_path / "training", quick_runs=["edsr-baseline-liif"])
     assert moved(result, "training quick edsr-baseline-liif loss mean steps 1-20", "old", "new"), result.problems
 
 

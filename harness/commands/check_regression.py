@@ -87,8 +87,11 @@ def run(args) -> int:
     import tempfile
     from pathlib import Path
 
+    import torch
+
     from harness.regression import check
 
+    torch.set_num_threads(args.threads)  # before any torch op: a larger OpenMP pool would spin idle
     layers = _layers(args.layers)
     tables = _tables(args.tables)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None

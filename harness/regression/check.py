@@ -70,14 +70,19 @@ def inference(workdir: Path, runs: Iterable[str] | None = None, datasets: Sequen
 
 
 def training(layers: Sequence[str], workdir: Path, threads: int = 1, baseline: Path | None = TR.BASELINE,
-             log: Callable[[str], None] = print) -> LayerResult:
-    """The statistical layer(s) among ``layers`` (``training-quick``, ``training-full``)."""
-    values = TR.training_values(layers, Path(workdir), threads, log)
+             log: Callable[[str], None] = print, quick_runs: Sequence[str] = (TR.QUICK_RUN, TR.TADT_RUN)
+             ) -> LayerResult:
+    """The statistical layer(s) among ``layers`` (``training-quick``, ``training-full``);
+    ``quick_runs``: the quick statistics of these runs only (a partial check)."""
+    values = TR.training_values(layers, Path(workdir), threads, log, quick_runs)
     base = TR.read_baseline(baseline) if baseline else {}
     prefixes = tuple(x.split("-")[1] + " " for x in layers if x in TR.LAYERS)
+
+    def selected(key) -> bool:
+        return not key[0].startswith("quick ") or key[0].split(" ")[1] in quick_runs
     return LayerResult("training", {(k,): v for k, v in values.items()},
                        {(k,): r["value"] for k, r in base.items() if k.startswith(prefixes)},
-                       TR.rule_for(base), lambda key: f"training {key[0]}")
+                       TR.rule_for(base), lambda key: f"training {key[0]}", selected=selected)
 
 
 def tables(results, tables_: Sequence[int], baseline: Path | None = None, tol_db: float = T.TOL_TABLE_DB,
@@ -150,11 +155,19 @@ def write_checkpoints(work: Path, runs=None) -> int:
 
 
 def write_inference_baseline(work: Path) -> int:
-    current, errors = I.inference_cells(work / "inference")
-    if errors:
-        from harness.errors import HarnessError
+    from harness.errors import HarnessError
 
+    margins: dict = {}
+    current, errors = I.inference_cells(work / "inference", margins=margins)
+    if errors:
         raise HarnessError("cannot write the inference baseline: " + "; ".join(errors.values()))
+    if margins:
+        key = min(margins, key=margins.get)
+        print(f"smallest TARC routing margin: {margins[key]:.2e} ({' '.join(key)})")
+        if margins[key] < I.ROUTING_MARGIN_MIN:
+            raise HarnessError(f"the routing of {' '.join(key)} is {margins[key]:.1e} from flipping (below "
+                               f"{I.ROUTING_MARGIN_MIN:g}): another CPU could route differently; retrain the "
+                               "checkpoints with another train.seed in tests/regression/widths.yaml")
     C.write_cells(I.BASELINE, I.KEYS, current, I.HEADER.format(machine=machine()))
     print(f"inference baseline: {len(current)} cells -> {I.BASELINE}")
     return 0

@@ -40,6 +40,9 @@ SCALES = (2.0, 3.5, 12.0)
 CROP = 120
 #: PSNR tolerance (dB); the measured cross-CPU deltas are in tests/regression/README.md.
 TOL_PSNR_DB = 1e-4
+#: A TARC decision closer than this to flipping (:func:`routing_margin`) could flip on another
+#: CPU (float deviations there are ~1e-7); the baseline refuses such a checkpoint.
+ROUTING_MARGIN_MIN = 1e-5
 #: The short schedule of the regression checkpoints: this fraction of each run's embedded steps.
 SCHEDULE_FRACTION = 0.5
 
@@ -105,34 +108,51 @@ def prepare_data(workdir: Path, datasets: Sequence[str] = DATASETS) -> dict:
 
 # --------------------------------------------------------------------------- cells
 
-def _flops_cells(model, run: str, data_cfg: dict, dataset: str, scale: float, cells: dict, memo: dict) -> None:
-    """``flops`` (and ``routing`` for routed extractors) of each LR image at ``scale``."""
+def routing_margin(info, mode: str = "topk") -> float:
+    """How far a TARC decision (``RoutingInfo`` with ``p``) is from flipping. Top-k (TADT's
+    default ``eval_routing``): the distance of ``sum p`` to its rounding boundary, or the gap
+    between the k-th and (k+1)-th largest ``p``, whichever is smaller; threshold: min ``|p - 0.5|``."""
+    p = sorted((float(v) for v in info.p[0]), reverse=True)
+    if mode != "topk":
+        return min(abs(v - 0.5) for v in p)
+    total = sum(p)
+    k = round(total)
+    gaps = [abs(abs(total - k) - 0.5)]
+    if 0 < k < len(p):
+        gaps.append(p[k - 1] - p[k])
+    return min(gaps)
+
+
+def _flops_cells(model, run: str, dataset: str, scale: float, pairs, cells: dict, memo: dict,
+                 margins: dict) -> None:
+    """``flops`` of the extractor on each LR image at ``scale``, routed extractors along the
+    routing evaluation takes (as the ``flops`` verb counts them); TARC margins into ``margins``."""
     import torch
 
     from harness import flops as F
-    from harness.data import eval_pairs
-    from harness.protocol import normalize
+    from harness.evaluate import evaluation_routing
     from harness.scales import format_scale
 
     enc = model.encoder
-    routed = F.is_routed(enc) and bool(getattr(enc, "scale_aware", False))
-    for img, lr, _hr in eval_pairs(data_cfg, dataset, scale):
+    routed = F.is_routed(enc)
+    for img, lr in pairs:
         h, w = int(lr.shape[-2]), int(lr.shape[-1])
         key = (run, dataset, format_scale(scale), img)
-        image = normalize(lr).unsqueeze(0) if routed else None
-        memo_key = (h, w, None if routed else scale)
-        if routed or memo_key not in memo:
+        info = evaluation_routing(enc, lr, scale) if routed else None
+        if info is not None and info.p is not None:
+            margins[key] = routing_margin(info, getattr(enc, "eval_routing", "topk"))
+        memo_key = (h, w, scale if routed else None, None if info is None else tuple(info.r[0].tolist()))
+        if memo_key not in memo:
             with torch.no_grad():
-                memo[memo_key] = F.count_extractor(enc, h, w, scale=scale, image=image)
-        count = memo[memo_key]
-        cells[(*key, "flops")] = int(count.flops)
-        if routed:
-            cells[(*key, "routing")] = count.routing
+                memo[memo_key] = F.count_extractor(enc, h, w, scale=scale, routing=info)
+        cells[(*key, "flops")] = int(memo[memo_key].flops)
 
 
 def run_cells(run: str, data_cfg: dict, datasets: Sequence[str] = DATASETS,
-              scales: Sequence[float] = SCALES) -> tuple[dict, dict]:
-    """``(cells, errors)`` of one committed checkpoint (or of ``bicubic``)."""
+              scales: Sequence[float] = SCALES, margins: dict | None = None) -> tuple[dict, dict]:
+    """``(cells, errors)`` of one committed checkpoint (or of ``bicubic``); the routing margins
+    of a TADT go into ``margins``."""
+    from harness.data import eval_pairs
     from harness.errors import HarnessError
     from harness.evaluate import evaluate_rows
 
@@ -140,7 +160,7 @@ def run_cells(run: str, data_cfg: dict, datasets: Sequence[str] = DATASETS,
     model = None
     if run != BICUBIC:
         from harness.checkpoint import load_checkpoint, load_model
-        from harness.flops import param_count
+        from harness.registry import count_parameters
         from upsamplers import create_model
 
         path = checkpoint_of(run)
@@ -152,39 +172,46 @@ def run_cells(run: str, data_cfg: dict, datasets: Sequence[str] = DATASETS,
             spec = load_checkpoint(path)["model"]
             fresh = create_model(spec["upsampler"], spec["extractor"], extractor_args=spec["extractor_args"],
                                  upsampler_args=spec["upsampler_args"])
-            cells[(run, "", "", "", "params")] = param_count(fresh)
+            cells[(run, "", "", "", "params")] = count_parameters(fresh)
             model, _ = load_model(path)
         except HarnessError as exc:
             return cells, {(run, "", "", "", "psnr"): str(exc)}
     memo: dict = {}
     for ds in datasets:
         for row in evaluate_rows(model, data_cfg, ds, scales, run):
-            cells[(run, ds, row["scale"], row["image"], "psnr")] = round(float(row["psnr"]), 7)
+            key = (run, ds, row["scale"], row["image"])
+            cells[(*key, "psnr")] = round(float(row["psnr"]), 7)
+            if row.get("routing"):
+                cells[(*key, "routing")] = str(row["routing"])
         if model is not None:
             for s in scales:
-                _flops_cells(model, run, data_cfg, ds, s, cells, memo)
+                pairs = ((img, lr) for img, lr, _ in eval_pairs(data_cfg, ds, s))
+                _flops_cells(model, run, ds, s, pairs, cells, memo, {} if margins is None else margins)
     return cells, {}
 
 
 def inference_cells(workdir: Path, selection: Iterable[str] | None = None,
                     datasets: Sequence[str] = DATASETS, scales: Sequence[float] = SCALES,
-                    on_run: Callable[[str], None] | None = None, threads: int = 1) -> tuple[dict, dict]:
-    """``(cells, errors)`` of bicubic and every run (or the ``selection``) on the regression data."""
+                    on_run: Callable[[str], None] | None = None, threads: int = 1,
+                    margins: dict | None = None) -> tuple[dict, dict]:
+    """``(cells, errors)`` of bicubic and every run (or the ``selection``) on the regression data;
+    ``margins`` (if given) receives each TARC decision's :func:`routing_margin`."""
     import torch
 
-    data_cfg = prepare_data(Path(workdir), datasets)
     cells, errors = {}, {}
-    threads = torch.get_num_threads()
+    margins = {} if margins is None else margins
+    threads_before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)  # 1: what the workflow's evaluation jobs use (train.threads)
+        data_cfg = prepare_data(Path(workdir), datasets)
         for run in [BICUBIC, *runs()] if selection is None else list(selection):
-            c, e = run_cells(run, data_cfg, datasets, scales)
+            c, e = run_cells(run, data_cfg, datasets, scales, margins)
             cells.update(c)
             errors.update(e)
             if on_run is not None:
                 on_run(run)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads_before)
     return cells, errors
 
 

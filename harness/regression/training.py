@@ -88,17 +88,21 @@ def _mean(rows: Sequence[dict], column: str) -> float:
     return math.fsum(float(r[column]) for r in rows) / len(rows)
 
 
-def quick_values(workdir: Path, threads: int = 1) -> dict[str, float]:
-    """The quick statistics (see the module docstring)."""
+def quick_values(workdir: Path, threads: int = 1, runs: Sequence[str] = (QUICK_RUN, TADT_RUN)
+                 ) -> dict[str, float]:
+    """The quick statistics (see the module docstring) of ``runs`` (both by default)."""
     from harness.config import load_config
 
     workdir = Path(workdir)
-    _, rows = _train(load_config(), QUICK_RUN, workdir, QUICK_STEPS, 0, threads=threads)
-    out = {f"quick {QUICK_RUN} loss mean steps 1-{QUICK_STEPS}": _mean(rows, "l1")}
-    _, rows = _train(regression_config(), TADT_RUN, workdir, QUICK_STEPS, 0, init=checkpoint_of(TADT_INIT),
-                     threads=threads)
-    for column in ("loss", "l1", "beta_mean"):
-        out[f"quick {TADT_RUN} (regression widths) {column} mean steps 1-{QUICK_STEPS}"] = _mean(rows, column)
+    out = {}
+    if QUICK_RUN in runs:
+        _, rows = _train(load_config(), QUICK_RUN, workdir, QUICK_STEPS, 0, threads=threads)
+        out[f"quick {QUICK_RUN} loss mean steps 1-{QUICK_STEPS}"] = _mean(rows, "l1")
+    if TADT_RUN in runs:
+        _, rows = _train(regression_config(), TADT_RUN, workdir, QUICK_STEPS, 0, init=checkpoint_of(TADT_INIT),
+                         threads=threads)
+        for column in ("loss", "l1", "beta_mean"):
+            out[f"quick {TADT_RUN} (regression widths) {column} mean steps 1-{QUICK_STEPS}"] = _mean(rows, column)
     return out
 
 
@@ -142,11 +146,11 @@ def full_values(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:
     return {full_name(s): math.fsum(v[s] for v in per_seed.values()) / len(per_seed) for s in scales}
 
 
-def training_values(layers: Sequence[str], workdir: Path, threads: int = 1, log: Callable[[str], None] = print
-                    ) -> dict[str, float]:
+def training_values(layers: Sequence[str], workdir: Path, threads: int = 1, log: Callable[[str], None] = print,
+                    quick_runs: Sequence[str] = (QUICK_RUN, TADT_RUN)) -> dict[str, float]:
     out = {}
     if "training-quick" in layers:
-        out.update(quick_values(Path(workdir) / "quick", threads))
+        out.update(quick_values(Path(workdir) / "quick", threads, quick_runs))
     if "training-full" in layers:
         per_seed = full_seed_values(Path(workdir) / "full", range(FULL_SEEDS), threads,
                                     lambda s, v: log(f"  seed {s}: " + ", ".join(f"x{k} {p:.4f} dB" for k, p in v.items())))
@@ -199,8 +203,9 @@ def write_baseline(values: dict[str, float], spreads: dict[str, float], path: Pa
 
     rows = read_baseline(path) if Path(path).is_file() else {}
     for stat, value in values.items():
-        spread = spreads[stat]
-        rows[stat] = {"value": value, "spread": spread, "tolerance": K_SIGMA * spread}
+        rows[stat] = {"value": value, "spread": float(f"{spreads[stat]:.3g}")}  # the spread as written
+    for row in rows.values():
+        row["tolerance"] = K_SIGMA * row["spread"]
     header = HEADER.format(k=K_SIGMA, machine=machine,
                            quick_how="quick: RMS deviation over the instruction-set settings "
                                      f"{', '.join(ISA_SETTINGS)} and 2 threads, at least the rounding of "
@@ -215,7 +220,7 @@ def write_baseline(values: dict[str, float], spreads: dict[str, float], path: Pa
             w.writerow(["statistic", "value", "spread", "tolerance"])
             for stat in sorted(rows):
                 r = rows[stat]
-                w.writerow([stat, f"{r['value']:.9g}", f"{r['spread']:.3g}", f"{r['tolerance']:.3g}"])
+                w.writerow([stat, f"{r['value']:.9g}", f"{r['spread']:.3g}", f"{r['tolerance']:.4g}"])
 
 
 # --------------------------------------------------------------------------- spreads
