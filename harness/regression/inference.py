@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from harness import config as C
+import harness.config as _config
 from harness.config import ROOT, load_config, pair_runs, run_spec
 from harness.regression.cells import Key, Rule, as_number
 
@@ -59,7 +59,7 @@ machine: {machine}
 
 def regression_config() -> dict:
     """The embedded default with the regression widths (``tests/regression/widths.yaml``) over it."""
-    return load_config(C.DEFAULT_CONFIG, WIDTHS)
+    return load_config(_config.DEFAULT_CONFIG, WIDTHS)
 
 
 def runs(cfg: dict | None = None) -> list[str]:
