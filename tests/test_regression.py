@@ -215,3 +215,20 @@ def test_planted_flops_handle_counts_zero(workdir, monkeypatch):
     assert moved(result, "inference swinir-liif flops div2k-valid x2 chelsea: old", "(tolerance exact)"), \
         result.problems
     assert not moved(result, "rdn-liif"), result.problems  # no layer norm in RDN
+
+
+def test_verb_passes_then_fails_naming_the_cell(workdir, monkeypatch, capsys):
+    """``python -m harness check-regression`` on the exact layer (bicubic only): exit 0, then
+    with the shave planted exit 1 and the moved cells on stderr."""
+    import harness.metrics
+    from harness.cli import main
+
+    argv = ["check-regression", "--layers", "inference", "--runs", I.BICUBIC, "--workdir", str(workdir)]
+    assert main(argv) == 0
+    assert "no regression (inference): 18 cells; largest |delta|: psnr 0" in capsys.readouterr().out
+    shave_for = harness.metrics.shave_for
+    monkeypatch.setattr(harness.metrics, "shave_for", lambda scale, y: shave_for(scale, y) + 1)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "regression (inference): 18 cell(s) moved:" in err
+    assert "  inference bicubic psnr urban100 x3.5 brick: old " in err
