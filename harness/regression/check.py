@@ -150,6 +150,10 @@ def compute(layers: Sequence[str], work: Path, args, tables_: Sequence[int], run
 
 
 def write_checkpoints(work: Path, runs=None) -> int:
+    from harness.io import check_writable
+
+    check_writable(I.CHECKPOINTS, "the regression checkpoints", directory=True)
+    check_writable(I.BASELINE, "the inference baseline")
     I.write_checkpoints(work / "checkpoints", runs)
     return write_inference_baseline(work)
 
@@ -174,6 +178,12 @@ def write_inference_baseline(work: Path) -> int:
 
 
 def write_baselines(layers: Sequence[str], work: Path, args, tables_: Sequence[int]) -> int:
+    from harness.io import check_writable
+
+    for layer, path in (("inference", I.BASELINE), ("training-quick", TR.BASELINE), ("training-full", TR.BASELINE),
+                        ("tables", Path(args.baseline or T.BASELINE))):
+        if layer in layers:
+            check_writable(path, f"the {layer} baseline" if layer != "tables" else "--baseline")
     if "inference" in layers:
         write_inference_baseline(work)
     if "training-quick" in layers:
