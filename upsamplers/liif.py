@@ -26,6 +26,13 @@ query, and s^2 queries per pixel at evaluation; 4 x 2304 corner reads per 48x48
 training patch), so it does fewer multiply-adds and never builds the 9C-wide
 per-query vectors: the embedded evaluation decodes ~3x faster. FLOP counts of
 the extractors, which the tables report, are unaffected.
+
+Without autograd :meth:`LIIF.prepare` does not run that convolution on the
+whole image: it returns a :class:`~upsamplers.bands.BandedMap` that runs it on
+the LR rows each chunk of queries touches, and the four corners of a block of
+queries go through the MLP as one matrix product (:mod:`upsamplers.bands`).
+With autograd (training) the whole-map convolution and the per-corner MLP run as
+before.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from upsamplers import UPSAMPLERS
+from upsamplers.bands import BandedMap, blocks, conv_band, ensemble_corners, gather_rows, run_mlp
 from upsamplers.base import ArbitraryScaleUpsampler, ensemble_query, sample_nearest
 from upsamplers.mlp import MLP
 
@@ -61,12 +69,15 @@ class LIIF(ArbitraryScaleUpsampler):
         in_dim = encoder.out_dim * (9 if feat_unfold else 1) + 2 + (2 if cell_decode else 0)
         self.imnet = MLP(in_dim, 3, list(hidden_list))
 
-    def prepare(self, feat: torch.Tensor) -> torch.Tensor:
-        """The first Linear's feature part (and bias) on every LR pixel: ``(B, hidden, h, w)``."""
+    def prepare(self, feat: torch.Tensor) -> torch.Tensor | BandedMap:
+        """The first Linear's feature part (and bias) on every LR pixel: ``(B, hidden, h, w)``;
+        without autograd a :class:`BandedMap` of it, computed as the queries need it."""
         first = self.imnet.layers[0]
         k = 3 if self.feat_unfold else 1
         w_feat = first.weight[:, :feat.shape[1] * k * k]  # input c*9 + ky*3 + kx (F.unfold order)
         w_feat = w_feat.reshape(first.out_features, feat.shape[1], k, k)
+        if not torch.is_grad_enabled():
+            return BandedMap(feat, conv_band(w_feat, first.bias), k // 2)
         return F.conv2d(feat, w_feat, first.bias, padding=k // 2)
 
     def query_rgb(self, inp, feat, coord, cell):
@@ -77,6 +88,8 @@ class LIIF(ArbitraryScaleUpsampler):
         w_rest = first.weight[:, n_feat:].t()  # rel_coord (and rel_cell) columns
         rel_cell = cell * cell.new_tensor([h, w]) if self.cell_decode else None
         rest = self.imnet.layers[1:]
+        if isinstance(feat, BandedMap):
+            return self._query_banded(feat, coord, rel_cell, w_rest)
 
         def predict_corner(shifted, rel_coord):
             q = sample_nearest(feat, shifted)
@@ -85,3 +98,22 @@ class LIIF(ArbitraryScaleUpsampler):
             return rest(x).view(*q.shape[:-1], -1)
 
         return ensemble_query(coord, h, w, self.local_ensemble, predict_corner)
+
+    def _query_banded(self, feat: BandedMap, coord, rel_cell, w_rest):
+        """:meth:`query_rgb` on a band: every corner of a block of queries in one MLP pass."""
+        b, q = coord.shape[:2]
+        corners = ensemble_corners(coord, *feat.shape[-2:], self.local_ensemble)
+        r0, r1 = int(corners.row.min()), int(corners.row.max()) + 1
+        table, idx = gather_rows(feat.rows(r0, r1), corners.row, corners.col, r0)
+        k = idx.shape[0]
+        tail = corners.rel
+        if rel_cell is not None:
+            tail = torch.cat([tail, rel_cell.expand(k, b, q, 2)], dim=-1)
+        idx, tail, weight = idx.view(k, -1), tail.view(k, b * q, -1), corners.weight.view(k, -1, 1)
+        out = coord.new_empty(b * q, self.imnet.out_dim)
+        for i, j in blocks(b * q):
+            x = table.index_select(0, idx[:, i:j].reshape(-1))
+            x = torch.addmm(x, tail[:, i:j].reshape(-1, tail.shape[-1]), w_rest)
+            y = run_mlp(self.imnet.layers[1:], x).view(k, j - i, -1)
+            torch.sum(y.mul_(weight[:, i:j]), dim=0, out=out[i:j])
+        return out.view(b, q, -1)

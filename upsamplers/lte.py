@@ -15,6 +15,14 @@ area weights, and the input image sampled bilinearly (border padding,
 align_corners=False) at the query is added. Reference configuration: 493,827
 parameters. State-dict keys: ``encoder.*``, ``coef.*``, ``freq.*``,
 ``phase.weight``, ``imnet.layers.<i>.*``.
+
+Without autograd :meth:`LTE.prepare` returns a :class:`~upsamplers.bands.BandedMap`
+of both convolutions as one (amplitudes, then even and then odd frequency
+channels), computed on the LR rows each chunk of queries touches; a query
+reads one row of it per corner, its phase is computed once for the four
+corners, and the four corners of a block of queries go through the MLP as one
+matrix product (:mod:`upsamplers.bands`). With autograd (training) the
+per-corner form below runs.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upsamplers import UPSAMPLERS
+from upsamplers.bands import BandedMap, blocks, conv_band, ensemble_corners, gather_rows, run_mlp
 from upsamplers.base import ArbitraryScaleUpsampler, ensemble_query, sample_nearest
 from upsamplers.mlp import MLP
 
@@ -58,13 +67,23 @@ class LTE(ArbitraryScaleUpsampler):
         self.phase = nn.Linear(2, hidden_dim // 2, bias=False)
         self.imnet = MLP(hidden_dim, 3, list(hidden_list))
 
-    def prepare(self, feat: torch.Tensor) -> LTEFeatures:
+    def prepare(self, feat: torch.Tensor) -> LTEFeatures | BandedMap:
+        """Amplitude and frequency maps; without autograd a :class:`BandedMap` of
+        ``[coef | freq even | freq odd]`` channels, computed as the queries need it."""
+        if not torch.is_grad_enabled():
+            order = torch.cat([torch.arange(0, self.freq.out_channels, 2),
+                               torch.arange(1, self.freq.out_channels, 2)]).to(feat.device)
+            weight = torch.cat([self.coef.weight, self.freq.weight[order]])
+            bias = torch.cat([self.coef.bias, self.freq.bias[order]])
+            return BandedMap(feat, conv_band(weight, bias), 1)
         return LTEFeatures(feat, self.coef(feat), self.freq(feat))
 
-    def query_rgb(self, inp, feat: LTEFeatures, coord, cell):
-        h, w = feat.feat.shape[-2:]
+    def query_rgb(self, inp, feat: LTEFeatures | BandedMap, coord, cell):
+        h, w = feat.shape[-2:] if isinstance(feat, BandedMap) else feat.feat.shape[-2:]
         rel_cell = cell * cell.new_tensor([h, w])
         phase = self.phase(rel_cell)  # (B, Q, hidden/2), the same for every corner
+        if isinstance(feat, BandedMap):
+            return self._query_banded(feat, coord, phase) + sample_bilinear(inp, coord)
 
         def predict_corner(shifted, rel_coord):
             q_coef = sample_nearest(feat.coef, shifted)
@@ -76,3 +95,27 @@ class LTE(ArbitraryScaleUpsampler):
 
         out = ensemble_query(coord, h, w, True, predict_corner)
         return out + sample_bilinear(inp, coord)
+
+    def _query_banded(self, feat: BandedMap, coord, phase):
+        """The blended MLP output on a band: every corner of a block of queries in one pass."""
+        b, q = coord.shape[:2]
+        half = phase.shape[-1]
+        corners = ensemble_corners(coord, *feat.shape[-2:])
+        r0, r1 = int(corners.row.min()), int(corners.row.max()) + 1
+        table, idx = gather_rows(feat.rows(r0, r1), corners.row, corners.col, r0)
+        k = idx.shape[0]
+        idx, rel, weight = idx.view(k, -1), corners.rel.view(k, -1, 2), corners.weight.view(k, -1, 1)
+        phase = phase.reshape(-1, half)
+        out = coord.new_empty(b * q, self.imnet.out_dim)
+        for i, j in blocks(b * q):
+            g = table.index_select(0, idx[:, i:j].reshape(-1)).view(k, j - i, -1)
+            coef, f_y, f_x = g[..., :2 * half], g[..., 2 * half:3 * half], g[..., 3 * half:]
+            x = torch.mul(f_y, rel[:, i:j, :1]).addcmul_(f_x, rel[:, i:j, 1:])
+            x = x.add_(phase[i:j]).mul_(math.pi)
+            basis = torch.empty_like(coef)
+            torch.cos(x, out=basis[..., :half])
+            torch.sin(x, out=basis[..., half:])
+            basis.mul_(coef)
+            y = run_mlp(self.imnet.layers, basis.view(k * (j - i), -1)).view(k, j - i, -1)
+            torch.sum(y.mul_(weight[:, i:j]), dim=0, out=out[i:j])
+        return out.view(b, q, -1)

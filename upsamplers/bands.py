@@ -1,0 +1,158 @@
+"""Inference decoding a band of LR rows at a time: the pieces LIIF, LTE and MetaSR share.
+
+Without autograd (``torch.is_grad_enabled()`` False when ``prepare`` runs) the
+upsamplers do not build their per-pixel decoder maps (LIIF's projected first
+layer, LTE's amplitudes and frequencies, MetaSR's folded last layer) for the
+whole image: :class:`BandedMap` computes a map for the LR rows the current chunk
+of queries touches, channels last, in tiles of rows aligned on the image, and
+keeps the tiles of the last band so that the next chunk (queries come in
+raster order) only adds new ones. Memory then grows
+with the chunk, not with the image. Queries read their pixels with
+:func:`nearest_index` (the pixel ``grid_sample(mode="nearest")`` reads) and
+``index_select`` on the ``(pixels, channels)`` band, and the MLPs run through
+:func:`run_mlp` on blocks of :data:`QUERY_BLOCK` queries (all corners of a
+block in one matrix product). With autograd on, the upsamplers run their
+per-query form instead, so training numerics never depend on this module.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from upsamplers.base import CLAMP, EPS_SHIFT, area_weights
+from upsamplers.coords import make_coord
+
+#: Queries decoded together inside a chunk (the four corners of each go through
+#: the MLP as one ``(4 * QUERY_BLOCK, width)`` product): large enough for full
+#: matrix-product speed, small enough that the block's activations stay ~100 MB.
+QUERY_BLOCK = 8192
+
+#: Rows of a :class:`BandedMap` tile (a chunk of 30000 queries on a 2040-pixel-wide
+#: output spans ~8 LR rows at x2, ~1-2 at x12).
+TILE_ROWS = 16
+
+
+def nearest_index(coord: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Indices of the pixels ``grid_sample(mode="nearest", align_corners=False)`` reads at
+    ``coord (..., d)`` in [-1, 1] on a grid of ``size`` (d numbers), clamped into it."""
+    n = coord.new_tensor(size)
+    idx = (((coord + 1) * n - 1) / 2).round_().clamp_(min=0)
+    return torch.minimum(idx, n - 1).long()
+
+
+def pixel_centres(row: torch.Tensor, col: torch.Tensor, h: int, w: int, like: torch.Tensor
+                  ) -> torch.Tensor:
+    """Centres ``(..., 2)`` of pixels ``(row, col)`` of an ``h x w`` grid, as ``make_coord`` makes them."""
+    ys = make_coord((h,), device=like.device, dtype=like.dtype)[:, 0]
+    xs = make_coord((w,), device=like.device, dtype=like.dtype)[:, 0]
+    return torch.stack([ys[row], xs[col]], dim=-1)
+
+
+def band_rows(feat: torch.Tensor, r0: int, r1: int, fn: Callable[[torch.Tensor], torch.Tensor],
+              halo: int) -> torch.Tensor:
+    """``fn`` on rows ``r0..r1-1`` of ``feat (B, C, h, w)``, channels last: ``(B, r1 - r0, w, C')``.
+
+    ``fn`` is a convolution without row padding (``padding=(0, halo)``); it gets
+    the rows with ``halo`` rows of context on each side, zeros past the image
+    border, so the band equals the same rows of a convolution of the whole map
+    with ``padding=halo``.
+    """
+    h = feat.shape[-2]
+    a, b = max(r0 - halo, 0), min(r1 + halo, h)
+    x = feat[:, :, a:b]
+    top, bottom = halo - (r0 - a), halo - (b - r1)
+    if top or bottom:
+        x = F.pad(x, (0, 0, top, bottom))
+    out = fn(x.contiguous(memory_format=torch.channels_last))
+    return out.permute(0, 2, 3, 1).contiguous()
+
+
+class BandedMap:
+    """A per-LR-pixel map ``fn`` of an encoder map, computed a band of rows at a time.
+
+    The map is computed in tiles of :data:`TILE_ROWS` rows aligned on the
+    image, so every row has the same value whichever chunks of queries asked
+    for it (outputs do not depend on the chunk size); :meth:`rows` keeps the
+    tiles of its last band, and a later band that shares them reuses them.
+    The kept tiles are replaced as a whole (one assignment), so concurrent
+    readers can only cause recomputation, never a wrong band.
+    """
+
+    def __init__(self, feat: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], halo: int):
+        self.feat, self.fn, self.halo = feat, fn, halo
+        self._tiles: dict[int, torch.Tensor] = {}
+
+    @property
+    def shape(self) -> torch.Size:
+        """The encoder map's shape ``(B, C, h, w)``."""
+        return self.feat.shape
+
+    def rows(self, r0: int, r1: int) -> torch.Tensor:
+        """Rows ``r0..r1-1`` of the map, channels last: ``(B, r1 - r0, w, C')``."""
+        h, t0, t1 = self.feat.shape[-2], r0 // TILE_ROWS, (r1 - 1) // TILE_ROWS + 1
+        kept = self._tiles
+        tiles = {t: kept[t] if t in kept else
+                 band_rows(self.feat, t * TILE_ROWS, min((t + 1) * TILE_ROWS, h), self.fn, self.halo)
+                 for t in range(t0, t1)}
+        self._tiles = tiles
+        band = tiles[t0] if t1 == t0 + 1 else torch.cat([tiles[t] for t in range(t0, t1)], dim=1)
+        return band[:, r0 - t0 * TILE_ROWS:r1 - t0 * TILE_ROWS]
+
+
+def conv_band(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``fn`` of a :class:`BandedMap` for a ``k x k`` convolution (zero padding)."""
+    pad = weight.shape[-1] // 2
+    return lambda x: F.conv2d(x, weight, bias, padding=(0, pad))
+
+
+def gather_rows(table: torch.Tensor, row: torch.Tensor, col: torch.Tensor, r0: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flatten a band ``(B, rows, w, C)`` to ``(B * rows * w, C)`` and index its pixels.
+
+    ``row``, ``col`` ``(..., B, Q)`` are absolute LR rows (inside the band) and
+    columns; returns the flat table and the flat index, shaped like ``row``.
+    """
+    b, n_rows, w, c = table.shape
+    item = torch.arange(b, device=row.device).view(b, 1) * (n_rows * w)
+    return table.reshape(-1, c), item + (row - r0) * w + col
+
+
+class Corners(NamedTuple):
+    """LIIF's local ensemble for ``N = B * Q`` queries and ``K`` corners (4, or 1 without it)."""
+
+    row: torch.Tensor     # (K, B, Q) LR row of each corner's feature
+    col: torch.Tensor     # (K, B, Q) LR column
+    rel: torch.Tensor     # (K, B, Q, 2) (coord - centre) * (h, w), the reference's unit
+    weight: torch.Tensor  # (K, B, Q) area weights (summing to 1 over K)
+
+
+def ensemble_corners(coord: torch.Tensor, h: int, w: int, local_ensemble: bool = True) -> Corners:
+    """The corners :func:`upsamplers.base.ensemble_query` blends, as indices and weights.
+
+    The shifted coordinates equal ``corner_queries``' (the same float32 shifts,
+    all corners at once), the pixel centres ``make_coord``'s, and the weights
+    come from ``area_weights``, as in the per-query form.
+    """
+    vs, eps = ((-1, 1), EPS_SHIFT) if local_ensemble else ((0,), 0.0)
+    ry, rx = 1.0 / h, 1.0 / w
+    shifts = coord.new_tensor([[vy * ry + eps, vx * rx + eps] for vy in vs for vx in vs])
+    shifted = (coord + shifts.view(-1, *[1] * (coord.dim() - 1), 2)).clamp_(-CLAMP, CLAMP)
+    row, col = nearest_index(shifted, (h, w)).unbind(-1)
+    rel = (coord - pixel_centres(row, col, h, w, coord)) * coord.new_tensor([h, w])
+    weight = torch.stack(area_weights(rel.unbind(0), local_ensemble))
+    return Corners(row, col, rel, weight)
+
+
+def run_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers`` (Linear and ReLU modules) on ``x (N, in)``, each ReLU in place."""
+    for layer in layers:
+        x = x.relu_() if isinstance(layer, nn.ReLU) else layer(x)
+    return x
+
+
+def blocks(n: int, size: int = QUERY_BLOCK):
+    """``(i, j)`` slices covering ``range(n)`` ``size`` at a time."""
+    return ((i, min(i + size, n)) for i in range(0, n, size))
