@@ -229,3 +229,18 @@ def test_fast_paths_are_off_under_autograd(name, monkeypatch):
     assert all(p.grad is not None for p in model.parameters())
     with torch.no_grad(), pytest.raises(AssertionError, match="fast path"):
         model(torch.randn(2, 3, *LR), coord, cell)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_run_mlp_equals_the_modules(fused, monkeypatch):
+    if fused and bands._FUSED_LINEAR is None:
+        pytest.skip("this torch has no fused oneDNN linear")
+    if not fused:
+        monkeypatch.setattr(bands, "_FUSED_LINEAR", None)
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(7, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    x = torch.randn(50, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(bands.run_mlp(mlp, x.clone()), mlp(x), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(bands.run_mlp(mlp[1:], x[:, :1].expand(50, 16).clone()),
+                                   mlp[1:](x[:, :1].expand(50, 16)), atol=1e-6, rtol=1e-6)

@@ -146,10 +146,44 @@ def ensemble_corners(coord: torch.Tensor, h: int, w: int, local_ensemble: bool =
     return Corners(row, col, rel, weight)
 
 
+def _fused_linear():
+    """oneDNN's linear with the bias and ReLU fused (``torch.ops.mkldnn._linear_pointwise``),
+    if this torch has it and it gives ``F.linear``'s result; else None."""
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, w, b = (torch.randn(*s, generator=g) for s in ((64, 32), (16, 32), (16,)))
+        ok = torch.allclose(op(x, w, b, "relu", [None], ""), F.linear(x, w, b).relu(), atol=1e-5)
+    except (RuntimeError, TypeError):
+        return None
+    return op if ok else None
+
+
+_FUSED_LINEAR = _fused_linear()
+
+
 def run_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``layers`` (Linear and ReLU modules) on ``x (N, in)``, each ReLU in place."""
-    for layer in layers:
-        x = x.relu_() if isinstance(layer, nn.ReLU) else layer(x)
+    """``layers`` (Linear and ReLU modules) on ``x (N, in)`` without autograd.
+
+    On the CPU in float32 each Linear and the ReLU after it run as one oneDNN
+    kernel (:func:`_fused_linear`: no separate pass for the bias and the ReLU);
+    elsewhere ``F.linear`` and an in-place ReLU.
+    """
+    mods = list(layers)
+    i = 0
+    while i < len(mods):
+        layer = mods[i]
+        relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+        if isinstance(layer, nn.ReLU):
+            x = x.relu_()
+        elif _FUSED_LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+            x = _FUSED_LINEAR(x, layer.weight, layer.bias, "relu" if relu else "none", [None], "")
+        else:
+            x = F.linear(x, layer.weight, layer.bias)
+            x = x.relu_() if relu else x
+        i += 2 if relu and not isinstance(layer, nn.ReLU) else 1
     return x
 
 

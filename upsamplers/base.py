@@ -11,12 +11,17 @@ Every upsampler owns its extractor as ``self.encoder`` and exposes::
 ``(B, Q, 2)`` in the ij order of :mod:`upsamplers.coords`; the result is
 normalised RGB ``(B, Q, 3)``. ``feat`` is whatever ``gen_feat`` returned and is
 only meant to be handed back to ``query_rgb``: ``gen_feat`` is ``encode`` then
-``prepare``, which does the per-image decoder work once, not per chunk -- for
-LIIF the MLP's first layer on every LR pixel, for MetaSR (without autograd) the
-last layer folded into the feature map (:class:`~upsamplers.metasr.MetaSRFeatures`;
-with autograd the encoder's map itself), for LTE the coefficient and frequency
-convolutions (:class:`~upsamplers.lte.LTEFeatures`). Nothing is stored on the module between calls, unlike the reference
-code, so one model can serve interleaved images and threads.
+``prepare``, which sets up the per-image decoder work -- for LIIF the MLP's
+first layer on every LR pixel, for LTE the coefficient and frequency
+convolutions (:class:`~upsamplers.lte.LTEFeatures`), for MetaSR the encoder's
+map itself. Without autograd (inference) ``prepare`` returns instead a
+:class:`~upsamplers.bands.BandedMap` that computes those per-pixel maps (for
+MetaSR: its last layer folded into the map) a band of LR rows at a time, as the
+chunks of queries need them, and ``query_rgb`` takes the fast paths of
+:mod:`upsamplers.bands`; with autograd (training) the per-query forms run, so
+training numerics never depend on the fast paths. Nothing is stored on the
+module between calls, unlike the reference code, so one model can serve
+interleaved images and threads.
 
 Scale. The extractor is always called as ``encoder(inp, scale=scale)``;
 scale-agnostic extractors ignore it, TADT needs it. ``scale`` is a float or a
