@@ -34,14 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_eval_memory import HR_SHAPE, _status_kib, lr_shape  # noqa: E402
+from bench_eval_memory import HR_SHAPE, _child, _status_kib, lr_shape  # noqa: E402
 
 #: Issue 15's measurements of the reference code (seconds, peak MB) on this CPU.
 REFERENCE = {("edsr-baseline", "liif", 2.0): (267, 2940), ("edsr-baseline", "liif", 4.0): (192, 1693),
@@ -151,18 +150,6 @@ def train_step(extractor: str, decoder: str, threads: int, batch: int = 16, patc
             "peak_mib": _status_kib("VmHWM") / 1024, "threads": threads, "load": os.getloadavg()[0]}
 
 
-def _child(args: list[str], timeout: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    try:
-        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:g} s"}
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def _print_eval_row(r: dict) -> None:
     ref = REFERENCE.get((r["extractor"], r["decoder"], r["scale"]))
     ref_txt = f"{ref[0]:>5} {ref[1]:>6} {ref[0] / r['seconds']:6.2f}x" if ref else f"{'-':>5} {'-':>6} {'-':>7}"
@@ -208,7 +195,7 @@ def main(argv=None) -> int:
     if a.train:
         print(f"{'model':20} {'step s (each)':>24} {'fast-path calls':>15} {'peak MiB':>8}", flush=True)
         for dec in decoders:
-            r = _child(["--train-case", a.extractor, dec, "--threads", str(a.threads)], a.timeout)
+            r = _child(["--train-case", a.extractor, dec, "--threads", str(a.threads)], a.timeout, __file__)
             failed |= "error" in r or r.get("fast_path_calls") != 0
             if out:
                 out.write(json.dumps(r) + "\n")
@@ -225,7 +212,7 @@ def main(argv=None) -> int:
             for _ in range(a.repeats):
                 r = _child(["--case", a.extractor, dec, f"{s:g}", "--chunk", str(a.chunk), "--threads",
                             str(a.threads), "--limit-block", str(a.limit_block),
-                            "--limit-fraction", str(a.limit_fraction)], a.timeout)
+                            "--limit-fraction", str(a.limit_fraction)], a.timeout, __file__)
                 if out:
                     out.write(json.dumps({**r, "case": [a.extractor, dec, s]}) + "\n")
                     out.flush()

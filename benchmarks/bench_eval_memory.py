@@ -193,10 +193,11 @@ def deviation(extractor: str, tile: int, threads: int, size=(240, 336), overlaps
     return out
 
 
-def _child(args: list[str], timeout: float) -> dict:
+def _child(args: list[str], timeout: float, script: str = __file__) -> dict:
+    """Run ``script`` with ``args`` in a fresh process; its last stdout line is a JSON result."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
-        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
                               timeout=timeout, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:g} s (--timeout)"}

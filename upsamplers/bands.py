@@ -1,6 +1,6 @@
 """Inference decoding a band of LR rows at a time: the pieces LIIF, LTE and MetaSR share.
 
-Without autograd (``torch.is_grad_enabled()`` False when ``prepare`` runs) the
+Without autograd (:func:`fast_paths_on`, asked when ``prepare`` runs) the
 upsamplers do not build their per-pixel decoder maps (LIIF's projected first
 layer, LTE's amplitudes and frequencies, MetaSR's folded last layer) for the
 whole image: :class:`BandedMap` computes a map for the LR rows the current chunk
@@ -26,13 +26,20 @@ from upsamplers.base import CLAMP, EPS_SHIFT, area_weights
 from upsamplers.coords import make_coord
 
 #: Queries decoded together inside a chunk (the four corners of each go through
-#: the MLP as one ``(4 * QUERY_BLOCK, width)`` product): large enough for full
-#: matrix-product speed, small enough that the block's activations stay ~100 MB.
-QUERY_BLOCK = 8192
+#: the MLP as one ``(4 * QUERY_BLOCK, width)`` product): enough rows for full
+#: matrix-product speed, few enough that a block's activations (8 MB at width
+#: 256) stay near the caches; see benchmarks/README.md.
+QUERY_BLOCK = 2048
 
 #: Rows of a :class:`BandedMap` tile (a chunk of 30000 queries on a 2040-pixel-wide
 #: output spans ~8 LR rows at x2, ~1-2 at x12).
 TILE_ROWS = 16
+
+
+def fast_paths_on() -> bool:
+    """Whether ``prepare`` sets up the fast paths: not under autograd (training keeps the
+    per-query forms' numerics) nor under the JIT tracer (FLOP counts see the per-query forms)."""
+    return not torch.is_grad_enabled() and not torch.jit.is_tracing()
 
 
 def nearest_index(coord: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -187,6 +194,7 @@ def run_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def blocks(n: int, size: int = QUERY_BLOCK):
-    """``(i, j)`` slices covering ``range(n)`` ``size`` at a time."""
+def blocks(n: int, size: int | None = None):
+    """``(i, j)`` slices covering ``range(n)`` ``size`` (default :data:`QUERY_BLOCK`) at a time."""
+    size = size or QUERY_BLOCK
     return ((i, min(i + size, n)) for i in range(0, n, size))

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from upsamplers import UPSAMPLERS
-from upsamplers.bands import BandedMap, blocks, conv_band, ensemble_corners, gather_rows, run_mlp
+from upsamplers.bands import (BandedMap, blocks, conv_band, ensemble_corners, fast_paths_on, gather_rows,
+                              run_mlp)
 from upsamplers.base import ArbitraryScaleUpsampler, ensemble_query, sample_nearest
 from upsamplers.mlp import MLP
 
@@ -76,7 +77,7 @@ class LIIF(ArbitraryScaleUpsampler):
         k = 3 if self.feat_unfold else 1
         w_feat = first.weight[:, :feat.shape[1] * k * k]  # input c*9 + ky*3 + kx (F.unfold order)
         w_feat = w_feat.reshape(first.out_features, feat.shape[1], k, k)
-        if not torch.is_grad_enabled():
+        if fast_paths_on():
             return BandedMap(feat, conv_band(w_feat, first.bias), k // 2)
         return F.conv2d(feat, w_feat, first.bias, padding=k // 2)
 

@@ -17,9 +17,9 @@ parameters. State-dict keys: ``encoder.*``, ``coef.*``, ``freq.*``,
 ``phase.weight``, ``imnet.layers.<i>.*``.
 
 Without autograd :meth:`LTE.prepare` returns a :class:`~upsamplers.bands.BandedMap`
-of both convolutions as one (amplitudes, then even and then odd frequency
-channels), computed on the LR rows each chunk of queries touches; a query
-reads one row of it per corner, its phase is computed once for the four
+of both convolutions as one (amplitudes, then pi times the even and then the
+odd frequency channels), computed on the LR rows each chunk of queries touches; a
+query reads one row of it per corner, its phase is computed once for the four
 corners, and the four corners of a block of queries go through the MLP as one
 matrix product (:mod:`upsamplers.bands`). With autograd (training) the
 per-corner form below runs.
@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from upsamplers import UPSAMPLERS
-from upsamplers.bands import BandedMap, blocks, conv_band, ensemble_corners, gather_rows, run_mlp
+from upsamplers.bands import (BandedMap, blocks, conv_band, ensemble_corners, fast_paths_on, gather_rows,
+                              run_mlp)
 from upsamplers.base import ArbitraryScaleUpsampler, ensemble_query, sample_nearest
 from upsamplers.mlp import MLP
 
@@ -69,12 +70,12 @@ class LTE(ArbitraryScaleUpsampler):
 
     def prepare(self, feat: torch.Tensor) -> LTEFeatures | BandedMap:
         """Amplitude and frequency maps; without autograd a :class:`BandedMap` of
-        ``[coef | freq even | freq odd]`` channels, computed as the queries need it."""
-        if not torch.is_grad_enabled():
+        ``[coef | pi * freq even | pi * freq odd]`` channels, computed as the queries need it."""
+        if fast_paths_on():
             order = torch.cat([torch.arange(0, self.freq.out_channels, 2),
                                torch.arange(1, self.freq.out_channels, 2)]).to(feat.device)
-            weight = torch.cat([self.coef.weight, self.freq.weight[order]])
-            bias = torch.cat([self.coef.bias, self.freq.bias[order]])
+            weight = torch.cat([self.coef.weight, math.pi * self.freq.weight[order]])
+            bias = torch.cat([self.coef.bias, math.pi * self.freq.bias[order]])
             return BandedMap(feat, conv_band(weight, bias), 1)
         return LTEFeatures(feat, self.coef(feat), self.freq(feat))
 
@@ -105,13 +106,12 @@ class LTE(ArbitraryScaleUpsampler):
         table, idx = gather_rows(feat.rows(r0, r1), corners.row, corners.col, r0)
         k = idx.shape[0]
         idx, rel, weight = idx.view(k, -1), corners.rel.view(k, -1, 2), corners.weight.view(k, -1, 1)
-        phase = phase.reshape(-1, half)
+        phase = (math.pi * phase).reshape(1, -1, half)
         out = coord.new_empty(b * q, self.imnet.out_dim)
         for i, j in blocks(b * q):
             g = table.index_select(0, idx[:, i:j].reshape(-1)).view(k, j - i, -1)
             coef, f_y, f_x = g[..., :2 * half], g[..., 2 * half:3 * half], g[..., 3 * half:]
-            x = torch.mul(f_y, rel[:, i:j, :1]).addcmul_(f_x, rel[:, i:j, 1:])
-            x = x.add_(phase[i:j]).mul_(math.pi)
+            x = torch.addcmul(phase[:, i:j], f_y, rel[:, i:j, :1]).addcmul_(f_x, rel[:, i:j, 1:])
             basis = torch.empty_like(coef)
             torch.cos(x, out=basis[..., :half])
             torch.sin(x, out=basis[..., half:])

@@ -46,8 +46,8 @@ from typing import Sequence
 import torch
 
 from upsamplers import UPSAMPLERS
-from upsamplers.bands import (BandedMap, band_rows, blocks, conv_band, gather_rows, nearest_index,
-                              pixel_centres, run_mlp)
+from upsamplers.bands import (BandedMap, band_rows, blocks, conv_band, fast_paths_on, gather_rows,
+                              nearest_index, pixel_centres, run_mlp)
 from upsamplers.base import CLAMP, EPS_SHIFT, ArbitraryScaleUpsampler, feature_grid, sample_nearest
 from upsamplers.liif import unfold3x3
 from upsamplers.mlp import MLP
@@ -127,7 +127,7 @@ class MetaSR(ArbitraryScaleUpsampler):
     def prepare(self, feat: torch.Tensor) -> torch.Tensor | BandedMap:
         """The encoder map; without autograd a :class:`BandedMap` of the last Linear folded
         into it (``3 * hidden`` channels ``j * hidden + k``, then 3 bias channels ``j``)."""
-        if torch.is_grad_enabled():
+        if not fast_paths_on():
             return feat
         last = self.imnet.layers[-1]
         c, hidden = feat.shape[1], last.in_features
