@@ -244,3 +244,10 @@ def test_run_mlp_equals_the_modules(fused, monkeypatch):
         torch.testing.assert_close(bands.run_mlp(mlp, x.clone()), mlp(x), atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(bands.run_mlp(mlp[1:], x[:, :1].expand(50, 16).clone()),
                                    mlp[1:](x[:, :1].expand(50, 16)), atol=1e-6, rtol=1e-6)
+
+
+def test_blocks_split_on_the_cpu_only(monkeypatch):
+    monkeypatch.setattr(bands, "QUERY_BLOCK", 4)
+    assert list(bands.blocks(10, torch.zeros(1))) == [(0, 4), (4, 8), (8, 10)]
+    assert list(bands.blocks(10, torch.zeros(1, device="meta"))) == [(0, 10)]
+    assert list(bands.blocks(0, torch.zeros(1))) == []

@@ -25,10 +25,10 @@ from torch import nn
 from upsamplers.base import CLAMP, EPS_SHIFT, area_weights
 from upsamplers.coords import make_coord
 
-#: Queries decoded together inside a chunk (the four corners of each go through
-#: the MLP as one ``(4 * QUERY_BLOCK, width)`` product): enough rows for full
-#: matrix-product speed, few enough that a block's activations (8 MB at width
-#: 256) stay near the caches; see benchmarks/README.md.
+#: Queries decoded together inside a chunk on the CPU (the four corners of each
+#: go through the MLP as one ``(4 * QUERY_BLOCK, width)`` product): enough rows
+#: for full matrix-product speed, few enough that a block's activations (8 MB at
+#: width 256) stay near the caches; see benchmarks/README.md.
 QUERY_BLOCK = 2048
 
 #: Rows of a :class:`BandedMap` tile (a chunk of 30000 queries on a 2040-pixel-wide
@@ -194,7 +194,8 @@ def run_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def blocks(n: int, size: int | None = None):
-    """``(i, j)`` slices covering ``range(n)`` ``size`` (default :data:`QUERY_BLOCK`) at a time."""
-    size = size or QUERY_BLOCK
+def blocks(n: int, like: torch.Tensor):
+    """``(i, j)`` slices covering ``range(n)``: :data:`QUERY_BLOCK` at a time on the CPU,
+    all at once elsewhere (a GPU wants few, large kernels; the chunk bounds the memory)."""
+    size = QUERY_BLOCK if like.device.type == "cpu" else max(n, 1)
     return ((i, min(i + size, n)) for i in range(0, n, size))

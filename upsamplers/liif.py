@@ -112,7 +112,7 @@ class LIIF(ArbitraryScaleUpsampler):
             tail = torch.cat([tail, rel_cell.expand(k, b, q, 2)], dim=-1)
         idx, tail, weight = idx.view(k, -1), tail.view(k, b * q, -1), corners.weight.view(k, -1, 1)
         out = coord.new_empty(b * q, self.imnet.out_dim)
-        for i, j in blocks(b * q):
+        for i, j in blocks(b * q, coord):
             x = table.index_select(0, idx[:, i:j].reshape(-1))
             x = torch.addmm(x, tail[:, i:j].reshape(-1, tail.shape[-1]), w_rest)
             y = run_mlp(self.imnet.layers[1:], x).view(k, j - i, -1)

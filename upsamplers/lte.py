@@ -108,7 +108,7 @@ class LTE(ArbitraryScaleUpsampler):
         idx, rel, weight = idx.view(k, -1), corners.rel.view(k, -1, 2), corners.weight.view(k, -1, 1)
         phase = (math.pi * phase).reshape(1, -1, half)
         out = coord.new_empty(b * q, self.imnet.out_dim)
-        for i, j in blocks(b * q):
+        for i, j in blocks(b * q, coord):
             g = table.index_select(0, idx[:, i:j].reshape(-1)).view(k, j - i, -1)
             coef, f_y, f_x = g[..., :2 * half], g[..., 2 * half:3 * half], g[..., 3 * half:]
             x = torch.addcmul(phase[:, i:j], f_y, rel[:, i:j, :1]).addcmul_(f_x, rel[:, i:j, 1:])

@@ -161,7 +161,7 @@ class MetaSR(ArbitraryScaleUpsampler):
         table, idx = gather_rows(feat.rows(r0, r1), row, col, r0)
         idx, hidden = idx.view(-1), g.shape[-1]
         out = coord.new_empty(b * q, 3)
-        for i, j in blocks(b * q):
+        for i, j in blocks(b * q, coord):
             p = table.index_select(0, idx[i:j])
             proj = p[:, :3 * hidden].view(j - i, 3, hidden)
             torch.add((proj * g[i:j].unsqueeze(1)).sum(-1), p[:, 3 * hidden:], out=out[i:j])
