@@ -114,7 +114,7 @@ class LIIF(ArbitraryScaleUpsampler):
         out = coord.new_empty(b * q, self.imnet.out_dim)
         for i, j in blocks(b * q, coord):
             x = table.index_select(0, idx[:, i:j].reshape(-1))
-            x = torch.addmm(x, tail[:, i:j].reshape(-1, tail.shape[-1]), w_rest)
+            x = x.addmm_(tail[:, i:j].reshape(-1, tail.shape[-1]), w_rest)
             y = run_mlp(self.imnet.layers[1:], x).view(k, j - i, -1)
             torch.sum(y.mul_(weight[:, i:j]), dim=0, out=out[i:j])
         return out.view(b, q, -1)
