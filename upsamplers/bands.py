@@ -16,6 +16,7 @@ per-query form instead, so training numerics never depend on this module.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -192,6 +193,22 @@ def run_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
             x = x.relu_() if relu else x
         i += 2 if relu and not isinstance(layer, nn.ReLU) else 1
     return x
+
+
+class Scratch:
+    """Buffers reused by the blocks of one chunk: ``get(name, *shape)`` is a view of
+    the first ``prod(shape)`` elements of buffer ``name``, grown when too small."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like = like
+        self.bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, *shape: int) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self.bufs.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.bufs[name] = self.like.new_empty(n)
+        return buf[:n].view(shape)
 
 
 def blocks(n: int, like: torch.Tensor):

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from upsamplers import UPSAMPLERS
-from upsamplers.bands import (BandedMap, blocks, conv_band, ensemble_corners, fast_paths_on, gather_rows,
-                              run_mlp)
+from upsamplers.bands import (BandedMap, Scratch, blocks, conv_band, ensemble_corners, fast_paths_on,
+                              gather_rows, run_mlp)
 from upsamplers.base import ArbitraryScaleUpsampler, ensemble_query, sample_nearest
 from upsamplers.mlp import MLP
 
@@ -108,14 +108,17 @@ class LTE(ArbitraryScaleUpsampler):
         idx, rel, weight = idx.view(k, -1), corners.rel.view(k, -1, 2), corners.weight.view(k, -1, 1)
         phase = (math.pi * phase).reshape(1, -1, half)
         out = coord.new_empty(b * q, self.imnet.out_dim)
+        bufs = Scratch(coord)  # the block's gathered rows, phases and basis, reused
         for i, j in blocks(b * q, coord):
-            g = table.index_select(0, idx[:, i:j].reshape(-1)).view(k, j - i, -1)
+            n = j - i
+            g = torch.index_select(table, 0, idx[:, i:j].reshape(-1), out=bufs.get("g", k * n, table.shape[1]))
+            g = g.view(k, n, -1)
             coef, f_y, f_x = g[..., :2 * half], g[..., 2 * half:3 * half], g[..., 3 * half:]
-            x = torch.addcmul(phase[:, i:j], f_y, rel[:, i:j, :1]).addcmul_(f_x, rel[:, i:j, 1:])
-            basis = torch.empty_like(coef)
+            x = torch.addcmul(phase[:, i:j], f_y, rel[:, i:j, :1], out=bufs.get("x", k, n, half))
+            x = x.addcmul_(f_x, rel[:, i:j, 1:])
+            basis = bufs.get("basis", k, n, 2 * half)
             torch.cos(x, out=basis[..., :half])
             torch.sin(x, out=basis[..., half:])
-            basis.mul_(coef)
-            y = run_mlp(self.imnet.layers, basis.view(k * (j - i), -1)).view(k, j - i, -1)
+            y = run_mlp(self.imnet.layers, basis.mul_(coef).view(k * n, -1)).view(k, n, -1)
             torch.sum(y.mul_(weight[:, i:j]), dim=0, out=out[i:j])
         return out.view(b, q, -1)
