@@ -242,6 +242,7 @@ def test_run_mlp_equals_the_modules(fused, monkeypatch):
     x = torch.randn(50, 7)
     with torch.no_grad():
         torch.testing.assert_close(bands.run_mlp(mlp, x.clone()), mlp(x), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(bands.run_mlp(mlp, x.clone(), rows=7), mlp(x), atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(bands.run_mlp(mlp[1:], x[:, :1].expand(50, 16).clone()),
                                    mlp[1:](x[:, :1].expand(50, 16)), atol=1e-6, rtol=1e-6)
 

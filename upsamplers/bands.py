@@ -26,11 +26,18 @@ from torch import nn
 from upsamplers.base import CLAMP, EPS_SHIFT, area_weights
 from upsamplers.coords import make_coord
 
-#: Queries decoded together inside a chunk on the CPU (the four corners of each
-#: go through the MLP as one ``(4 * QUERY_BLOCK, width)`` product): enough rows
-#: for full matrix-product speed, few enough that a block's activations (8 MB at
-#: width 256) stay near the caches; see benchmarks/README.md.
-QUERY_BLOCK = 2048
+#: Queries decoded together inside a chunk on the CPU (gathers and elementwise
+#: work on all corners of a block at once): blocks of 2048-4096 ran best on one
+#: thread (the block's tensors stay near the caches), larger ones on two threads
+#: of cores shared with other jobs (fewer parallel regions to wait on); see
+#: benchmarks/README.md.
+QUERY_BLOCK = 4096
+
+#: Rows per matrix product of :func:`run_mlp` on the CPU: enough for full
+#: matrix-product speed, few enough that activations (8 MB at width 256) stay
+#: near the caches (32768-row products ran ~25 % slower on one thread); see
+#: benchmarks/README.md.
+MLP_ROWS = 8192
 
 #: Rows of a :class:`BandedMap` tile (a chunk of 30000 queries on a 2040-pixel-wide
 #: output spans ~8 LR rows at x2, ~1-2 at x12).
@@ -172,13 +179,19 @@ def _fused_linear():
 _FUSED_LINEAR = _fused_linear()
 
 
-def run_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+def run_mlp(layers: nn.Sequential, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """``layers`` (Linear and ReLU modules) on ``x (N, in)`` without autograd.
 
     On the CPU in float32 each Linear and the ReLU after it run as one oneDNN
-    kernel (:func:`_fused_linear`: no separate pass for the bias and the ReLU);
-    elsewhere ``F.linear`` and an in-place ReLU.
+    kernel (:func:`_fused_linear`: no separate pass for the bias and the ReLU),
+    ``rows`` (default :data:`MLP_ROWS`) rows at a time; elsewhere ``F.linear``
+    and an in-place ReLU on all rows at once.
     """
+    fused = _FUSED_LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32
+    rows = (rows or MLP_ROWS) if fused else x.shape[0]
+    if x.shape[0] > rows:
+        parts = [run_mlp(layers, x[i:i + rows], rows) for i in range(0, x.shape[0], rows)]
+        return torch.cat(parts)
     mods = list(layers)
     i = 0
     while i < len(mods):
@@ -186,7 +199,7 @@ def run_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
         if isinstance(layer, nn.ReLU):
             x = x.relu_()
-        elif _FUSED_LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+        elif fused:
             x = _FUSED_LINEAR(x, layer.weight, layer.bias, "relu" if relu else "none", [None], "")
         else:
             x = F.linear(x, layer.weight, layer.bias)
