@@ -197,21 +197,25 @@ def test_metasr_pixels_equal_the_sampled_positions():
 
 
 @pytest.mark.parametrize("k", [1, 3])
-def test_bands_equal_the_whole_map_convolution(k):
+def test_bands_equal_the_whole_map_convolution(k, monkeypatch):
     feat = torch.randn(2, 5, 37, 6)
     weight, bias = torch.randn(7, 5, k, k), torch.randn(7)
     whole = F.conv2d(feat, weight, bias, padding=k // 2).permute(0, 2, 3, 1)
     banded = BandedMap(feat, conv_band(weight, bias), k // 2)
+    assert banded.tile_rows() == bands.TILE_PIXELS // 6  # tiles of whole rows, ~TILE_PIXELS pixels
+    monkeypatch.setattr(bands, "TILE_PIXELS", 6 * 8 + 5)  # 8 rows of 6 pixels
+    assert banded.tile_rows() == 8
     for r0, r1 in ((0, 5), (3, 20), (15, 37), (36, 37), (0, 37), (2, 3)):
         torch.testing.assert_close(banded.rows(r0, r1), whole[:, r0:r1], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(band_rows(feat, r0, r1, conv_band(weight, bias), k // 2),
                                    whole[:, r0:r1], atol=1e-5, rtol=1e-5)
     # a band keeps only the tiles it spans, whichever order rows are asked for
-    t = bands.TILE_ROWS
-    banded.rows(t - 1, t + 2)
+    banded.rows(7, 10)
     assert sorted(banded._tiles) == [0, 1]
-    banded.rows(t + 2, t + 4)
+    banded.rows(10, 12)
     assert sorted(banded._tiles) == [1]
+    banded.rows(0, 2)
+    assert sorted(banded._tiles) == [0]
 
 
 @pytest.mark.parametrize("name", ["liif", "lte", "metasr"])

@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from upsamplers.base import CLAMP, EPS_SHIFT, area_weights
 from upsamplers.coords import make_coord
@@ -39,9 +40,10 @@ QUERY_BLOCK = 4096
 #: benchmarks/README.md.
 MLP_ROWS = 8192
 
-#: Rows of a :class:`BandedMap` tile (a chunk of 30000 queries on a 2040-pixel-wide
-#: output spans ~8 LR rows at x2, ~1-2 at x12).
-TILE_ROWS = 16
+#: LR pixels of a :class:`BandedMap` tile: ``max(1, TILE_PIXELS // w)`` whole rows
+#: (16 rows at x2 of a 2040-pixel-wide output, where a chunk of 30000 queries
+#: spans ~8 LR rows), so a band's memory does not grow with the image's width.
+TILE_PIXELS = 16384
 
 
 def fast_paths_on() -> bool:
@@ -88,8 +90,8 @@ def band_rows(feat: torch.Tensor, r0: int, r1: int, fn: Callable[[torch.Tensor],
 class BandedMap:
     """A per-LR-pixel map ``fn`` of an encoder map, computed a band of rows at a time.
 
-    The map is computed in tiles of :data:`TILE_ROWS` rows aligned on the
-    image, so every row has the same value whichever chunks of queries asked
+    The map is computed in tiles of whole rows aligned on the image
+    (:meth:`tile_rows`), so every row has the same value whichever chunks of queries asked
     for it (outputs do not depend on the chunk size); :meth:`rows` keeps the
     tiles of its last band, and a later band that shares them reuses them.
     The kept tiles are replaced as a whole (one assignment), so concurrent
@@ -105,16 +107,27 @@ class BandedMap:
         """The encoder map's shape ``(B, C, h, w)``."""
         return self.feat.shape
 
+    def tile_rows(self) -> int:
+        """Rows per tile: ``max(1, TILE_PIXELS // w)``."""
+        return max(1, TILE_PIXELS // self.feat.shape[-1])
+
     def rows(self, r0: int, r1: int) -> torch.Tensor:
         """Rows ``r0..r1-1`` of the map, channels last: ``(B, r1 - r0, w, C')``."""
-        h, t0, t1 = self.feat.shape[-2], r0 // TILE_ROWS, (r1 - 1) // TILE_ROWS + 1
+        h, n = self.feat.shape[-2], self.tile_rows()
+        t0, t1 = r0 // n, (r1 - 1) // n + 1
         kept = self._tiles
         tiles = {t: kept[t] if t in kept else
-                 band_rows(self.feat, t * TILE_ROWS, min((t + 1) * TILE_ROWS, h), self.fn, self.halo)
+                 band_rows(self.feat, t * n, min((t + 1) * n, h), self.fn, self.halo)
                  for t in range(t0, t1)}
         self._tiles = tiles
         band = tiles[t0] if t1 == t0 + 1 else torch.cat([tiles[t] for t in range(t0, t1)], dim=1)
-        return band[:, r0 - t0 * TILE_ROWS:r1 - t0 * TILE_ROWS]
+        return band[:, r0 - t0 * n:r1 - t0 * n]
+
+
+# A pytree node whose leaf is the encoder map, so that tools walking a ``prepare``
+# result with ``torch.utils._pytree`` (harness.upscaling's memory probe) see its tensors.
+pytree.register_pytree_node(BandedMap, lambda m: ([m.feat], (m.fn, m.halo)),
+                            lambda leaves, ctx: BandedMap(leaves[0], *ctx))
 
 
 def conv_band(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
