@@ -27,6 +27,7 @@ benchmarks/README.md.
   python benchmarks/bench_decoders.py                       # metasr, liif, lte at x2, x4, x12
   python benchmarks/bench_decoders.py --decoders lte --scales 4
   python benchmarks/bench_decoders.py --extractor swinir --decoders lte --scales 4
+  python benchmarks/bench_decoders.py --compare --scales 4   # fast paths against the per-query forms, side by side
   python benchmarks/bench_decoders.py --train               # one training step per decoder
 """
 from __future__ import annotations
@@ -80,12 +81,23 @@ def matmul_seconds(shapes, rows: int, block: int) -> float:
 
 
 def run_case(extractor: str, decoder: str, scale: float, chunk: int, threads: int,
-             limit_block: int, limit_fraction: float) -> dict:
-    """One evaluation measurement, in this process (``main`` runs it in a fresh subprocess)."""
+             limit_block: int, limit_fraction: float, per_query: bool = False) -> dict:
+    """One evaluation measurement, in this process (``main`` runs it in a fresh subprocess).
+
+    ``per_query``: the fast paths switched off, so the decoders run their per-query
+    forms (the code before issue 15, and the reference's computation) under no_grad.
+    """
     import torch
 
+    import upsamplers.liif
+    import upsamplers.lte
+    import upsamplers.metasr
     from harness.evaluate import output_size, super_resolve
     from upsamplers import create_model
+
+    if per_query:
+        for module in (upsamplers.liif, upsamplers.lte, upsamplers.metasr):
+            module.fast_paths_on = lambda: False
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -112,7 +124,8 @@ def run_case(extractor: str, decoder: str, scale: float, chunk: int, threads: in
     return {"extractor": extractor, "decoder": decoder, "scale": scale, "lr": f"{w}x{h}",
             "hr": f"{out_shape[1]}x{out_shape[0]}", "seconds": seconds, "encoder_s": sum(enc),
             "limit_s": limit, "limit_gmacs": macs / limit / 1e9, "mlp_gmac": macs / 1e9,
-            "peak_mib": _status_kib("VmHWM") / 1024, "threads": threads, "load": load}
+            "peak_mib": _status_kib("VmHWM") / 1024, "threads": threads, "load": load,
+            "per_query": per_query}
 
 
 def train_step(extractor: str, decoder: str, threads: int, batch: int = 16, patch: int = 48,
@@ -173,6 +186,10 @@ def main(argv=None) -> int:
     p.add_argument("--limit-fraction", type=float, default=0.25,
                    help="fraction of the rows timed before and after the decoder (each)")
     p.add_argument("--repeats", type=int, default=1, help="runs of each case (the table keeps the fastest)")
+    p.add_argument("--compare", action="store_true",
+                   help="also run each case with the fast paths off (per-query forms), right before "
+                        "it in the same run, and print the speed-up")
+    p.add_argument("--per-query", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--train", action="store_true", help="time training steps instead")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per case")
     p.add_argument("--json", metavar="FILE", help="also append the rows as JSON lines")
@@ -181,7 +198,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.case:
         print(json.dumps(run_case(a.case[0], a.case[1], float(a.case[2]), a.chunk, a.threads,
-                                  a.limit_block, a.limit_fraction)))
+                                  a.limit_block, a.limit_fraction, a.per_query)))
         return 0
     if a.train_case:
         print(json.dumps(train_step(*a.train_case, a.threads)))
@@ -208,11 +225,17 @@ def main(argv=None) -> int:
           f"{'ratio':>5} {'MiB':>6} {'ref s':>5} {'ref MB':>6} {'speedup':>7} {'load':>9}", flush=True)
     for dec in decoders:
         for s in (float(x) for x in a.scales.split(",") if x):
-            best = None
+            best = slow = None
+            args = ["--case", a.extractor, dec, f"{s:g}", "--chunk", str(a.chunk), "--threads",
+                    str(a.threads), "--limit-block", str(a.limit_block), "--limit-fraction", str(a.limit_fraction)]
             for _ in range(a.repeats):
-                r = _child(["--case", a.extractor, dec, f"{s:g}", "--chunk", str(a.chunk), "--threads",
-                            str(a.threads), "--limit-block", str(a.limit_block),
-                            "--limit-fraction", str(a.limit_fraction)], a.timeout, __file__)
+                if a.compare:
+                    p = _child(args + ["--per-query"], a.timeout, __file__)
+                    if out:
+                        out.write(json.dumps({**p, "case": [a.extractor, dec, s]}) + "\n")
+                    if "error" not in p and (slow is None or p["seconds"] < slow["seconds"]):
+                        slow = p
+                r = _child(args, a.timeout, __file__)
                 if out:
                     out.write(json.dumps({**r, "case": [a.extractor, dec, s]}) + "\n")
                     out.flush()
@@ -225,6 +248,12 @@ def main(argv=None) -> int:
                     best = r
             if best is not None:
                 _print_eval_row(best)
+                if slow is not None:
+                    print(f"{'  per-query form':20} x{s:<4g} {slow['seconds']:7.1f} {slow['encoder_s']:6.1f} "
+                          f"{slow['seconds'] - slow['encoder_s']:6.1f}  peak {slow['peak_mib']:.0f} MiB; "
+                          f"fast path {slow['seconds'] / best['seconds']:.2f}x faster "
+                          f"(decoder {(slow['seconds'] - slow['encoder_s']) / (best['seconds'] - best['encoder_s']):.2f}x)",
+                          flush=True)
     if out:
         out.close()
     return int(failed)
