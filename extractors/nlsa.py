@@ -36,7 +36,7 @@ Where this differs from the reference, and why:
 
 State-dict keys equal the reference's for the body (``sub_mean``, ``add_mean``,
 ``head.0``, ``body.<i>``), so a released NLSN file loads with its ``tail.*``
-dropped (``harness.checkpoint.load_release_body``). As in the LIIF encoders,
+dropped (``harness.release_format.load_release_body``). As in the LIIF encoders,
 the frozen mean-shift layers are kept for those keys and not applied.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checkpoints: our resumable format, and import of released LIIF/LTE weights.
+"""Checkpoints: our resumable format, loading any checkpoint, and fitting weights into a model.
 
 Our format (``FORMAT = "tadt-harness/1"``) is one dict written by ``torch.save``
 through :func:`harness.io.atomic_path` (a killed job leaves the previous file,
@@ -19,16 +19,9 @@ Everything in it is tensors and plain Python data, so it loads with
 :func:`save_checkpoint` refuses (``TypeError``) anything that would not load
 that way, instead of writing a file that cannot be read back.
 
-Released LIIF/LTE files (github yinboc/liif, jaewon-lee-b/lte) are
-``{"model": {"name", "args", "sd"}, "optimizer": ..., "epoch": int}`` with
-``args`` nesting ``encoder_spec`` and ``imnet_spec`` (each ``{"name", "args"}``).
-:func:`load_model` reads both: names ``liif``/``lte``/``metasr`` and encoders
-``edsr-baseline``/``rdn``/``rcan``/``swinir`` (with ``no_upsampling: true``)
-map to ours; ``imnet_spec.args.hidden_list`` becomes ``hidden_list``, LTE's
-``hidden_dim`` and LIIF's ``local_ensemble``/``feat_unfold``/``cell_decode``
-pass through; encoder arguments our extractor does not take (``scale``,
-``rgb_range``, ``upscale``, ...) are dropped and listed in ``meta``. Weights are
-then loaded with ``strict=True``.
+Released LIIF/LTE files (``{"model": {"name", "args", "sd"}, ...}``) load too:
+:mod:`harness.release_format` turns their spec into ours (and loads the bodies
+of released NLSN/CAT networks into our extractors).
 
 Every failure a user can cause -- missing, truncated or corrupt file, a file
 that would need unsafe unpickling, an unknown model name, a spec or weights of
@@ -43,31 +36,22 @@ Baseline-to-TADT import.
 """
 from __future__ import annotations
 
-import inspect
 import pickle
 import re
 from collections import Counter, OrderedDict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from harness.errors import HarnessError
 from harness.io import atomic_path
-from harness.modelbuild import SPEC_KEYS, build_model_bounded, check_args, check_spec
+from harness.modelbuild import SPEC_KEYS, build_model_bounded, check_spec
 
 FORMAT = "tadt-harness/1"
 RELEASE_FORMAT = "liif-release"
 
-RELEASE_UPSAMPLERS = {"liif": "liif", "lte": "lte", "metasr": "metasr"}
-RELEASE_EXTRACTORS = {"edsr-baseline": "edsr-baseline", "rdn": "rdn", "rcan": "rcan",
-                      "swinir": "swinir", "nlsa": "nlsa", "cat-r-2": "cat-r-2"}
-# Released SR networks whose body is one of our extractors (load_release_body):
-# extractor -> (key prefixes of the release's tail, dropped and listed; key
-# prefixes of our layers the release lacks, kept at their initialisation).
-RELEASE_BODIES = {"nlsa": (("tail.",), ("proj.",)),                      # NLSN model_x*.pt
-                  "cat-r-2": (("upsample.", "conv_last."), ())}          # CAT model_CAT_R_2_sr_x*.pth
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
 _MAX_LISTED = 5
 
@@ -200,14 +184,18 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line[:200]}" if line else type(exc).__name__
 
 
-def load_model(path, map_location="cpu"):
+def load_model(path, map_location="cpu", expect: Callable[[dict], None] | None = None):
     """Build and load the model saved at ``path`` (our format or a LIIF/LTE release).
 
     Returns ``(model, meta)``; the model is on ``map_location`` in eval mode.
     ``meta`` holds ``format``, ``path``, ``spec`` (our four-key model spec) and,
     for our format, ``step``/``optimizer``/``scheduler``/``rng``/``run``; for a
-    release ``epoch``, ``release`` (its name and args) and ``dropped_encoder_args``.
+    release ``epoch``, ``release`` (its name and args) and ``dropped_encoder_args``
+    (:mod:`harness.release_format`). ``expect(meta)``, if given, is called once the
+    file is read and before anything is built: it raises to refuse the file.
     """
+    from harness.release_format import is_release, read_release
+
     path = Path(path)
     source = f"checkpoint {path}"
     ck = load_checkpoint(path)
@@ -215,17 +203,14 @@ def load_model(path, map_location="cpu"):
         spec, state_dict = check_spec(ck.get("model"), source), ck.get("state_dict")
         meta = {k: ck.get(k) for k in ("step", "optimizer", "scheduler", "rng", "run")}
         meta.update(format=FORMAT, path=str(path), spec=spec)
-    elif isinstance(ck.get("model"), dict) and "sd" in ck["model"]:
-        spec, dropped = spec_from_release(ck["model"], path)
-        state_dict = ck["model"]["sd"]
-        meta = {"format": RELEASE_FORMAT, "path": str(path), "spec": spec,
-                "epoch": ck.get("epoch"), "dropped_encoder_args": dropped,
-                "release": {"name": ck["model"].get("name"), "args": ck["model"].get("args")},
-                "step": None, "optimizer": None, "scheduler": None, "rng": None, "run": None}
+    elif is_release(ck):
+        spec, state_dict, meta = read_release(ck, path)
     else:
         raise HarnessError(f"checkpoint {path} is neither a {FORMAT} file nor a LIIF/LTE "
                            "release ({'model': {'name', 'args', 'sd'}}); top-level keys: "
                            f"{sorted(map(str, ck))[:_MAX_LISTED]}")
+    if expect is not None:
+        expect(meta)
     target = (f"{spec['upsampler']} on {spec['extractor']} (extractor_args "
               f"{spec['extractor_args']}, upsampler_args {spec['upsampler_args']})")
     state_dict = check_state_dict(state_dict, source)
@@ -330,91 +315,3 @@ def weights_of(ck: Mapping[str, Any], path) -> Mapping[str, Any]:
     if isinstance(model, Mapping) and isinstance(model.get("sd"), Mapping):
         return model["sd"]
     raise HarnessError(f"checkpoint {path} holds no model weights")
-
-
-# -- released LIIF/LTE files -------------------------------------------------
-def spec_from_release(model_spec: Mapping[str, Any], path) -> tuple[dict, list[str]]:
-    """Our model spec for a release's ``{'name', 'args'}``, and the encoder args dropped."""
-    source = f"checkpoint {path}"
-    name = model_spec.get("name")
-    if not isinstance(name, str) or name not in RELEASE_UPSAMPLERS:
-        raise HarnessError(f"{source}: unknown model {name!r:.60} "
-                           f"(known: {', '.join(RELEASE_UPSAMPLERS)})")
-    args = check_args(model_spec.get("args"), "model.args", source)
-    enc = args.pop("encoder_spec", None)
-    if not isinstance(enc, Mapping) or "name" not in enc:
-        raise HarnessError(f"{source}: model {name!r} has no encoder_spec")
-    extractor = RELEASE_EXTRACTORS.get(enc["name"]) if isinstance(enc["name"], str) else None
-    if extractor is None:
-        raise HarnessError(f"{source}: unknown encoder {enc['name']!r:.60} "
-                           f"(known: {', '.join(RELEASE_EXTRACTORS)})")
-    extractor_args, dropped = _release_encoder_args(
-        extractor, check_args(enc.get("args"), "encoder_spec.args", source), path)
-
-    upsampler_args: dict[str, Any] = {}
-    imnet = args.pop("imnet_spec", None)
-    if imnet is not None:
-        imnet_args = (check_args(imnet.get("args"), "imnet_spec.args", source)
-                      if isinstance(imnet, Mapping) else {})
-        if not isinstance(imnet, Mapping) or imnet.get("name") != "mlp" \
-                or "hidden_list" not in imnet_args:
-            raise HarnessError(f"checkpoint {path}: imnet_spec {imnet!r} is not an 'mlp' with "
-                               "a hidden_list")
-        if name != "metasr" and imnet_args.get("out_dim", 3) != 3:
-            raise HarnessError(f"checkpoint {path}: imnet out_dim {imnet_args['out_dim']} is not 3")
-        hidden = imnet_args["hidden_list"]
-        if not isinstance(hidden, (list, tuple)) or not all(type(v) is int and v > 0 for v in hidden):
-            raise HarnessError(f"{source}: imnet_spec hidden_list {hidden!r:.80} is not a list of "
-                               "positive integers")
-        upsampler_args["hidden_list"] = list(hidden)
-    elif name != "metasr":  # MetaSR builds its own default MLP; LIIF/LTE need one
-        raise HarnessError(f"checkpoint {path}: {name} without an imnet_spec is not supported")
-    allowed = {"liif": ("local_ensemble", "feat_unfold", "cell_decode"),
-               "lte": ("hidden_dim",), "metasr": ()}[name]
-    for key in allowed:
-        if key in args:
-            upsampler_args[key] = args.pop(key)
-    if args:
-        raise HarnessError(f"checkpoint {path}: unsupported {name} arguments {sorted(args)}")
-    spec = {"upsampler": RELEASE_UPSAMPLERS[name], "extractor": extractor,
-            "extractor_args": extractor_args, "upsampler_args": upsampler_args}
-    return spec, dropped
-
-
-def _release_encoder_args(extractor: str, args: dict, path) -> tuple[dict, list[str]]:
-    from extractors import EXTRACTORS, extractor_names
-
-    if not args.pop("no_upsampling", False):
-        raise HarnessError(f"checkpoint {path}: encoder {extractor} keeps its upsampling tail "
-                           "(no_upsampling is not true); only LIIF/LTE-style feature "
-                           "extractors are supported")
-    if extractor not in extractor_names():
-        raise HarnessError(f"checkpoint {path}: extractor {extractor!r} is not available here")
-    params = inspect.signature(EXTRACTORS.get(extractor)).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kept = {k: v for k, v in args.items() if takes_any or k in params}
-    return kept, sorted(k for k in args if k not in kept)
-
-
-# -- released SR networks (NLSN, CAT) ----------------------------------------
-def load_release_body(extractor: torch.nn.Module, name: str, path) -> dict:
-    """Load the body of a released SR network into ``extractor`` (registry ``name``).
-
-    The file is a plain state dict (NLSN's ``model_x2.pt``) or BasicSR's
-    ``{"params": ...}`` / ``{"params_ema": ...}`` (CAT). Keys of the tail
-    (``RELEASE_BODIES``) are dropped; every other key must fit ``extractor``
-    exactly, and every key of ``extractor`` must be in the file except its own
-    layers that the release lacks (NLSA's ``proj``), which keep their values.
-    Returns ``{"dropped": [...], "not_in_release": [...]}``.
-    """
-    if name not in RELEASE_BODIES:
-        raise HarnessError(f"no released SR network maps to extractor {name!r} "
-                           f"(known: {', '.join(RELEASE_BODIES)})")
-    tail, extra = RELEASE_BODIES[name]
-    ck = load_checkpoint(path)
-    sd = next((ck[k] for k in ("params_ema", "params") if isinstance(ck.get(k), Mapping)), ck)
-    sd = strip_wrapper_prefix(sd)
-    body = OrderedDict((k, v) for k, v in sd.items() if not k.startswith(tail))
-    load_weights(extractor, body, f"checkpoint {path}", f"the {name} extractor's body", may_lack=extra)
-    return {"dropped": [k for k in sd if k.startswith(tail)],
-            "not_in_release": [k for k in extractor.state_dict() if k.startswith(extra) and k not in body]}

@@ -22,6 +22,7 @@ from harness.errors import HarnessError
 from harness.evaluate import conv_receptive_radius, default_tile_overlap
 from harness.flops import count_flops
 from harness.flops.sizefit import SmallCounts, fit_terms
+from harness.release_format import load_release_body
 from upsamplers import create_model, upsampler_names
 from upsamplers.coords import make_cell, make_coord
 
@@ -321,7 +322,7 @@ def test_released_body_loads_strictly_tail_dropped(name, tmp_path):
     path = tmp_path / "release.pth"
     torch.save(sd if name == "nlsa" else {"params": sd}, path)  # NLSN: plain; CAT: BasicSR
     target = small(name, seed=2)
-    meta = ckpt.load_release_body(target, name, path)
+    meta = load_release_body(target, name, path)
     assert meta["dropped"] == list(TAILS[name])
     assert meta["not_in_release"] == (["proj.weight", "proj.bias"] if name == "nlsa" else [])
     for key, value in target.state_dict().items():
@@ -338,7 +339,7 @@ def test_released_body_with_a_missing_key_is_refused(tmp_path):
     del sd["body.0.conv_match.0.weight"]
     torch.save(sd, tmp_path / "bad.pt")
     with pytest.raises(HarnessError, match="1 missing keys .*body.0.conv_match.0.weight"):
-        ckpt.load_release_body(small("nlsa"), "nlsa", tmp_path / "bad.pt")
+        load_release_body(small("nlsa"), "nlsa", tmp_path / "bad.pt")
 
 
 def test_liif_format_file_with_an_nlsa_encoder(tmp_path):
