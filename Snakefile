@@ -4,6 +4,7 @@
 #   snakemake --cores all results/table1.csv                  # embedded default
 #   snakemake --cores all all --configfile config/paper.yaml  # paper profile
 #   snakemake --workflow-profile profiles/slurm all --configfile config/paper.yaml
+#   snakemake --cores all all --configfile config/released.yaml   # released LIIF/LTE weights
 #
 # The configuration is validated against config/schema.yaml before any job
 # starts; see docs/architecture.md for the verbs the rules call.
@@ -12,5 +13,6 @@
 include: "rules/common.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/released.smk"
 include: "rules/flops.smk"
 include: "rules/tables.smk"

@@ -21,6 +21,7 @@ VERBS = {
     "prepare-data": "prepare_data",
     "train": "train",
     "evaluate": "evaluate",
+    "released": "released",
     "upscale": "upscale",
     "table": "table",
     "figure": "figure",

@@ -199,6 +199,9 @@ def _check_semantics(cfg: dict) -> None:
     _check_names("upsamplers", cfg["upsamplers"], ups, "upsampler")
     _check_names("pairs/extractors", pair_extractors(cfg), exts, "extractor")
     _check_names("pairs/upsamplers", pair_upsamplers(cfg), ups, "upsampler")
+    from harness import released
+
+    released.check_config(cfg, pair_runs(cfg))
     ids = [c["id"] for c in cfg["experiments"]["claims"]]
     if len(ids) != len(set(ids)):
         raise HarnessError("bad config value at experiments/claims: claim ids must be unique")
@@ -229,7 +232,12 @@ def load_config(*sources: str | Path | Mapping[str, Any], with_default: bool | N
     if with_default:
         cfg = deep_merge(_read_yaml(DEFAULT_CONFIG), cfg)
     cfg["experiments"] = deep_merge(_read_yaml(EXPERIMENTS), cfg.get("experiments") or {})
-    return validate_config(cfg)
+    cfg = validate_config(cfg)
+    if cfg["profile"] == "released":  # only the tables released weights fill (harness.released)
+        from harness.released import restrict_manifest
+
+        restrict_manifest(cfg)
+    return cfg
 
 
 # --------------------------------------------------------------------------- runs
@@ -269,12 +277,18 @@ def pair_runs(cfg: dict) -> list[str]:
 
 
 def ablation_runs(cfg: dict) -> list[str]:
-    if "tadt-liif" not in pair_runs(cfg):
+    if "tadt-liif" not in pair_runs(cfg) or "released" in cfg:
         return []
     return [f"tadt-liif-{a}" for a in cfg.get("tadt", {}).get("ablations", [])]
 
 
 def run_names(cfg: dict) -> list[str]:
+    """The runs of this configuration; at profile released, the released runs whose file is there."""
+    if "released" in cfg:
+        from harness.released import runs_with_files
+
+        present = runs_with_files(cfg)
+        return [r for r in pair_runs(cfg) if r in present]
     return pair_runs(cfg) + ablation_runs(cfg)
 
 
@@ -338,4 +352,9 @@ def results_dir(cfg: dict) -> Path:
 
 
 def checkpoint_path(cfg: dict, run: str) -> Path:
+    """Where ``run``'s checkpoint is: written by training, or at profile released its released file."""
+    if "released" in cfg:
+        from harness.released import checkpoint
+
+        return checkpoint(cfg, run)
     return results_dir(cfg) / "checkpoints" / f"{run}.pth"

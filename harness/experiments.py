@@ -91,7 +91,8 @@ def table_rows(cfg: dict, name: str) -> list[Row]:
     if t.get("bicubic"):
         rows.append(Row("none", BICUBIC, BICUBIC))
     if t["rows"] == "pairs":  # upsampler-major, as the paper prints them
-        rows += [Row(u, e, f"{e}-{u}") for u in pair_upsamplers(cfg) for e in pair_extractors(cfg)]
+        rows += [Row(u, e, f"{e}-{u}") for u in pair_upsamplers(cfg) for e in pair_extractors(cfg)
+                 if f"{e}-{u}" in runs]  # every pair, but at profile released those with a file
     elif t["rows"] == "extractors":
         up = t.get("upsampler")
         if not up:
@@ -203,6 +204,8 @@ def _table_slice(cfg: dict, name: str) -> dict:
     out = {"profile": cfg["profile"], "pairs": cfg["pairs"],
            "tadt": {"ablations": cfg["tadt"].get("ablations", [])},
            "experiments": {"tables": {name: table(cfg, name)}}}
+    if "released" in cfg:  # the rows: the released runs whose file is in the folder
+        out["released"] = {"present": run_names(cfg)}
     if "params" in table(cfg, name)["values"]:
         out["extractors"] = {e: cfg["extractors"].get(e) or {} for e in sorted(exts)}
     return out
@@ -211,15 +214,21 @@ def _table_slice(cfg: dict, name: str) -> dict:
 def job_config(cfg: dict, kind: str, *names: str) -> dict:
     """The settings one job depends on, as a config the verbs load (``job`` set).
 
-    kinds: ``train RUN``, ``evaluate`` (a checkpoint or bicubic), ``flops EXTRACTOR``,
+    kinds: ``train RUN``, ``evaluate [RUN]`` (a checkpoint or bicubic; at profile released,
+    RUN's widths for the check of its released file), ``flops EXTRACTOR``,
     ``flops-routed``, ``table NAME``, ``figure NAME``, ``report``, ``models``.
     """
     ev = cfg["evaluation"]
     base = {"job": kind, "profile": cfg["profile"]}
     if kind == "train":
         return {**base, **_train_slice(cfg, names[0])}
-    if kind == "evaluate":
-        return {**base, "device": cfg["device"], "data": _data(cfg), "evaluation": dict(ev)}
+    if kind == "evaluate":  # names: the run, which only a released file's check needs
+        out = {**base, "device": cfg["device"], "data": _data(cfg), "evaluation": dict(ev)}
+        if names and "released" in cfg:
+            ext, up = run_parts(cfg, names[0])
+            out.update(released={"runs": [names[0]]}, extractors={ext: extractor_args(cfg, ext)},
+                       upsamplers={up: cfg["upsamplers"].get(up) or {}})
+        return out
     if kind == "flops":  # a static extractor: its widths and the image sizes
         ext = names[0]
         return {**base, "data": _data(cfg), "evaluation": {"max_images": ev["max_images"]},
@@ -238,7 +247,10 @@ def job_config(cfg: dict, kind: str, *names: str) -> dict:
             out["tadt"] = {"ablations": cfg["tadt"].get("ablations", [])}
         return out
     if kind == "report":
-        return {**base, "data": {"source": cfg["data"]["source"]}, "experiments": cfg["experiments"]}
+        out = {**base, "data": {"source": cfg["data"]["source"]}, "experiments": cfg["experiments"]}
+        if "released" in cfg:
+            out["released"] = cfg["released"]
+        return out
     if kind == "models":
         return base
     raise HarnessError(f"unknown job kind {kind!r}")

@@ -11,7 +11,9 @@ built from a partial results folder.
 Every table of ours carries the profile that produced it. Rows made at the
 embedded profile (small widths, a short schedule, scikit-image photographs
 standing in for the datasets) are labelled so: their numbers are never the
-paper's, and their differences to the published values measure nothing.
+paper's, and their differences to the published values measure nothing. Rows
+of the released profile (harness.released) are labelled as the reference
+repositories' checkpoints evaluated here, never as runs this harness trained.
 """
 from __future__ import annotations
 
@@ -143,21 +145,42 @@ def compare_table(key: list[str], ours: pd.DataFrame | None, paper: pd.DataFrame
 
 
 def _scale_statement(inp: Inputs) -> list[str]:
-    paper_scale, embedded, other, missing = [], [], [], []
+    paper_scale, embedded, released, other, missing = [], [], [], [], []
     for name, df in inp.ours.items():
         prof = _profile_of(df)
-        (paper_scale if prof == "paper" else missing if prof == "missing"
-         else embedded if prof == "embedded" else other).append(name.replace("table", "Table "))
+        (paper_scale if prof == "paper" else missing if prof == "missing" else released
+         if prof == "released" else embedded if prof == "embedded" else other).append(name.replace("table", "Table "))
     out = []
-    out.append("- Produced at **paper scale** (paper profile: the real datasets, the paper's widths and "
-               f"schedule): {', '.join(paper_scale) or 'none'}.")
-    out.append("- Produced at **embedded scale** (small widths, a short schedule, scikit-image photographs "
-               "standing in for DIV2K and the benchmarks; these numbers are **never the paper's**, and "
-               f"their differences to the published values measure nothing): {', '.join(embedded) or 'none'}.")
+    if released:
+        out += _released_statement(inp, released)
+    if paper_scale or not released:
+        out.append("- Produced at **paper scale** (paper profile: the real datasets, the paper's widths and "
+                   f"schedule): {', '.join(paper_scale) or 'none'}.")
+    if embedded or not released:
+        out.append("- Produced at **embedded scale** (small widths, a short schedule, scikit-image photographs "
+                   "standing in for DIV2K and the benchmarks; these numbers are **never the paper's**, and "
+                   f"their differences to the published values measure nothing): {', '.join(embedded) or 'none'}.")
     if other:
         out.append(f"- Produced with a custom profile: {', '.join(other)}.")
     if missing:
         out.append(f"- Not available in this results folder: {', '.join(missing)}.")
+    return out
+
+
+def _released_statement(inp: Inputs, tables: list[str]) -> list[str]:
+    """Profile released: what its rows are, and the released runs that had no file."""
+    section = inp.cfg.get("released") or {}
+    runs = section.get("runs", [])
+    present = section.get("present", runs)
+    out = ["- **Released weights** (profile released): " + ", ".join(tables) + " hold the reference "
+           "repositories' own LIIF/LTE checkpoints, evaluated here with this harness's protocol on the "
+           "paper's datasets; **nothing in them was trained by this harness** (the bicubic row is "
+           "computed here). Their differences to the published rows check the protocol and the "
+           "transcription, not a reproduction of the training."]
+    missing = [r for r in runs if r not in present]
+    if missing:
+        out.append(f"- Released runs without a file in {section.get('folder', 'the folder')} (no rows): "
+                   f"{', '.join(missing)}.")
     return out
 
 
@@ -187,6 +210,9 @@ def render(inp: Inputs, claims: list[Claim]) -> str:
         if _profile_of(o) == "embedded":
             lines += ["> Embedded scale: these numbers are not the paper's; the differences only show "
                       "the layout.", ""]
+        elif _profile_of(o) == "released":
+            lines += ["> Released weights: \"ours\" is the reference authors' checkpoint of each row "
+                      "evaluated here, not a run this harness trained.", ""]
         lines += [compare_table(spec["key"], o, p)]
     return "\n".join(lines).rstrip() + "\n"
 

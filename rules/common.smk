@@ -35,9 +35,23 @@ def _validated(raw):
         raise WorkflowError(f"invalid configuration: {exc}") from None
 
 
+def _released(cfg):
+    """Profile released: the runs whose <run>.pth is in the folder (names only; harness.released)."""
+    from harness.released import with_present
+
+    try:
+        return with_present(cfg)
+    except HarnessError as exc:
+        raise WorkflowError(f"released checkpoints: {exc}") from None
+
+
 CFG = _validated(config)
+RELEASED = CFG["profile"] == "released"
+if RELEASED:
+    CFG = _released(CFG)
 RESULTS = str(Path(CFG["results"]))
 PROFILE = CFG["profile"]
+PAPER_SCALE = PROFILE in ("paper", "released")
 ON_GPU = CFG["device"] != "cpu"
 
 # Verbs run with Snakemake's own interpreter, with the project on PYTHONPATH, so
@@ -89,6 +103,10 @@ def _alternation(names):
 
 DATASETS = sorted({ds for _, ds in EVAL_NEEDS} | {ds for _, ds in FLOPS_NEEDS})
 RUN_RE = _alternation(RUNS)
+# The runs this workflow trains (and evaluates from results/checkpoints/), and those whose
+# released file it evaluates (profile released): never both.
+TRAINED_RE = _alternation([] if RELEASED else RUNS)
+RELEASED_RE = _alternation(RUNS if RELEASED else [])
 DATASET_RE = _alternation(DATASETS)
 STATIC_RE = _alternation(STATIC_EXTRACTORS)
 ROUTED_RE = _alternation(ROUTED_RUNS)
@@ -136,15 +154,15 @@ def train_runtime(run):
 
 
 def train_mem(run):
-    return 32000 if PROFILE == "paper" else 4000
+    return 32000 if PAPER_SCALE else 4000
 
 
 EVAL_THREADS = int(CFG["train"].get("threads", 1))
 EVAL_GPUS = 1 if ON_GPU and int(CFG["train"].get("gpus", 0)) > 0 else 0
-EVAL_MEM = 32000 if PROFILE == "paper" else 4000
-EVAL_RUNTIME = 600 if PROFILE == "paper" else 30
-FLOPS_MEM = 16000 if PROFILE == "paper" else 2000
-FLOPS_RUNTIME = 600 if PROFILE == "paper" else 30
+EVAL_MEM = 32000 if PAPER_SCALE else 4000
+EVAL_RUNTIME = 600 if PAPER_SCALE else 30
+FLOPS_MEM = 16000 if PAPER_SCALE else 2000
+FLOPS_RUNTIME = 600 if PAPER_SCALE else 30
 SMALL = {"mem_mb": 2000, "runtime": 10}
 
 

@@ -11,7 +11,7 @@ rule evaluate:
     log:
         f"{RESULTS}/logs/eval/{{run}}/{{dataset}}.log",
     wildcard_constraints:
-        run=RUN_RE,
+        run=TRAINED_RE,
         dataset=DATASET_RE,
     params:
         config=job_config("evaluate"),

@@ -14,7 +14,7 @@ rule train:
         csv=f"{RESULTS}/logs/train/{{run}}.csv",
         txt=f"{RESULTS}/logs/train/{{run}}.log",
     wildcard_constraints:
-        run=RUN_RE,
+        run=TRAINED_RE,
     params:
         config=lambda wildcards: job_config("train", wildcards.run),
         launcher=train_launcher,

@@ -23,6 +23,10 @@ x2/x3/x4, PIL-bicubic LR made on the fly at other scales; predictions clamped to
 on Y with a shave of s; window models mirror-padded; the cell clipped to the x4
 cell above x4. Checkpoints are ours or released LIIF/LTE files.
 
+--released RUN (with --checkpoint; the released tier, profile released) first
+checks that the file is a LIIF/LTE release of RUN at the configuration's widths
+(harness/released.py) and stops with one line otherwise; RUN names the CSV rows.
+
 --bicubic (instead of --checkpoint) gives the floor row, run name "bicubic":
 the LR upscaled to the HR size with MATLAB-compatible bicubic (harness.bicubic),
 on floats, clamped, not rounded.
@@ -55,6 +59,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", metavar="NAME",
                         help="run name in the CSV (default: the checkpoint's run, else "
                              "{extractor}-{upsampler}; 'bicubic' with --bicubic)")
+    parser.add_argument("--released", metavar="RUN",
+                        help="the checkpoint must be a released LIIF/LTE file of RUN (a run of the "
+                             "config's `released` section) at the config's widths; RUN names the rows")
     parser.add_argument("--max-images", type=int, metavar="N",
                         help="only the first N images of the set (default: evaluation.max_images; 0 = all)")
     parser.add_argument("--chunk", type=int, metavar="Q", help="queries per chunk (default: evaluation.chunk)")
@@ -112,14 +119,19 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     model = None
+    if args.released and (args.bicubic or (args.run and args.run != args.released)):
+        raise HarnessError("--released RUN goes with --checkpoint, and names the rows itself "
+                           "(no other --run)")
     if args.bicubic:
         name = args.run or "bicubic"
     else:
         from harness.checkpoint import load_model
+        from harness.released import expectation
 
+        expect = expectation(cfg, args.released) if args.released else None
         device = resolve_device(args.device or cfg.get("device", "auto"))
-        model, meta = load_model(args.checkpoint, map_location=device)
-        name = args.run or run_name(meta)
+        model, meta = load_model(args.checkpoint, map_location=device, expect=expect)
+        name = args.released or args.run or run_name(meta)
 
     n_images = len(hr_files(cfg["data"], args.dataset))   # missing dataset: one clear error, now
     if max_images:
