@@ -1,8 +1,9 @@
 """The paper's tables built from the per-image CSVs of ``evaluate`` and ``flops``.
 
 Every table is a pandas DataFrame in the paper's layout, with two columns that
-say where its numbers come from: ``profile`` (``embedded``/``paper``/``custom``;
-``published`` in ``paper/*.csv``) and ``dataset``. The published tables in
+say where its numbers come from: ``profile`` (``embedded``/``paper``/``custom``,
+``released`` for the reference repositories' checkpoints; ``published`` in
+``paper/*.csv``) and ``dataset``. The published tables in
 ``paper/`` use exactly the same columns, so a row of ours and the paper's row
 with the same key are the same cell.
 

@@ -29,7 +29,7 @@ def run(args) -> int:
     from harness.checkpoint import load_model
     from harness.config import load_config
     from harness.errors import HarnessError
-    from harness.released import checkpoint, expectation, is_released, scan
+    from harness.released import checkpoint, expectation, folder, is_released, scan
 
     cfg = load_config(*args.config)
     if not is_released(cfg):
@@ -40,7 +40,7 @@ def run(args) -> int:
     present = scan(cfg)
     runs = cfg["released"]["runs"]
     width = max(map(len, runs))
-    print(f"released checkpoints in {checkpoint(cfg, runs[0]).parent} (profile released):")
+    print(f"released checkpoints in {folder(cfg)} (profile released):")
     for run in runs:
         if run not in present:
             print(f"  {run:<{width}}  missing: its rows are left out")
