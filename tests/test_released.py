@@ -227,7 +227,7 @@ def test_a_file_that_is_not_a_release_of_its_run_fails_its_job_and_no_table_is_w
     assert proc.returncode != 0
     res = tmp_path / "results" / "released"
     assert not (res / "table1.csv").exists()
-    assert not (res / "eval" / "edsr-baseline-liif").exists()
+    assert not (res / "eval" / "edsr-baseline-liif" / "div2k-valid.csv").exists()
     log = (res / "logs" / "eval" / "edsr-baseline-liif" / "div2k-valid.log").read_text()
     assert log.startswith("error: ") and log.count("\n") == 1 and "trained by this harness" in log
 
