@@ -78,7 +78,8 @@ def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, 
     """One measurement, in this process (called in a fresh subprocess by ``main``)."""
     import torch
 
-    from harness.evaluate import default_tile_overlap, extract_features, output_size, super_resolve
+    from harness.evaluate import output_size, super_resolve
+    from harness.tiling import default_tile_overlap, extract_features
     from upsamplers import create_model
 
     torch.set_num_threads(threads)
@@ -158,7 +159,8 @@ def deviation(extractor: str, tile: int, threads: int, size=(240, 336), overlaps
     each of ``overlaps``, and the PSNR of the tiled SR output against the untiled one at x2."""
     import torch
 
-    from harness.evaluate import default_tile_overlap, extract_features, super_resolve
+    from harness.evaluate import super_resolve
+    from harness.tiling import default_tile_overlap, extract_features
     from harness.metrics import psnr
     from upsamplers import create_model
 

@@ -69,7 +69,7 @@ def _logsumexp(x: torch.Tensor) -> torch.Tensor:
 class NonLocalSparseAttention(nn.Module):
     """``(B, C, H, W) -> (B, C, H, W)``: LSH-bucketed non-local attention plus the input."""
 
-    #: read by harness.evaluate: features depend on the whole image (no exact tile overlap)
+    #: read by harness.tiling: features depend on the whole image (no exact tile overlap)
     non_local = True
 
     def __init__(self, channels: int = 256, reduction: int = 4, n_hashes: int = 4, chunk_size: int = 144,

@@ -24,49 +24,13 @@ Bounded memory
 --------------
 Queries are decoded ``chunk`` at a time (``query_rgb`` on slices of the grid;
 coordinates are made per chunk, so nothing of size H*W x 2 is ever held besides
-the output image). With ``tile > 0`` the extractor runs on LR tiles of
-``tile x tile`` pixels, each extended by ``tile_overlap`` pixels on every side
-(clipped at the image border), and only the tile's own pixels are kept; tile
-origins, sizes and overlaps are rounded up to multiples of the extractor's
-window, so a tile sees exactly the window grid of the whole image.
-
-Choosing the overlap (``default_tile_overlap``):
-
-- Convolution-only extractors (EDSR-baseline, RDN): a feature depends on the
-  input within the sum of the radii of all its convolutions (an upper bound for
-  any residual / dense wiring, and exact for these two because their longest
-  path runs through every conv). An overlap of that radius makes tiled features
-  equal to untiled ones up to float summation order; two pixels less and the
-  tile borders show (tests/test_evaluate.py). Paper widths: EDSR-baseline 34,
-  RDN 131 LR pixels.
-- RCAN: 412 pixels of convolutions, and every channel-attention layer averages
-  over the whole image, so no overlap is exact; the default is capped at
-  ``GLOBAL_OVERLAP`` (64). RCAN's activations are 64 channels wide: untiled it
-  needs ~1.7 KiB per LR pixel, under 4 GB even at x2 on DIV2K, so it never
-  needs tiles.
-- SwinIR: 36 blocks of 8-pixel windows, alternately shifted, each reaching up to
-  7 pixels further: ~260 pixels, effectively the whole image. Baseline / TADT:
-  attention stays inside aligned windows (4/8/16/48, no shift), and each of the
-  8 groups' 3x3 convs carries information one pixel into the next 48-window,
-  which the next group spreads over that window: ~8 windows (~400 pixels).
-  Exactness would need overlaps that make tiles nearly as large as the image,
-  so the default is ``GLOBAL_OVERLAP`` rounded up to the window (SwinIR 64,
-  TADT/Baseline 96), and the deviation it leaves is measured
-  (``benchmarks/bench_eval_memory.py --deviation``, paper widths, random LR):
-  max |tiled - untiled| of the features, fresh weights / "stress" weights
-  (variance-preserving linears, N(0, 1) position-bias tables: a pessimistic
-  stand-in for trained weights):
-  SwinIR (tile 128 on 240x336): overlap 32: 7.8e-7 / 1.3e-4; 64: 8.3e-7 / 3.2e-6;
-  128: 6.0e-7 / 1.9e-6. TADT (tile 96 on 288x432): 48: 1.7e-4; 96: 3.3e-6;
-  192: 2.9e-6. Baseline: 96: 3.2e-6. RCAN (tile 128): 64: 1.4e-3; 128: 5.7e-4.
-  At the defaults the deviation is at the float noise floor (~2e-6: convs of
-  another size sum in another order) and the SR outputs differ by < 1e-7.
+the output image). With ``tile > 0`` the extractor runs on overlapping LR tiles
+(:mod:`harness.tiling`: the tiles, their overlap and what it costs in accuracy).
 
 TADT's routing is decided once, on the whole (padded) LR image, by the TARC
-(``encoder.routing_for``), and then forced on every tile, so tiling never
-changes the path the network takes. :func:`evaluation_routing` is that
-decision on its own; the FLOPs verb counts TADT along it, and the per-image
-CSV records it (``routing``), so PSNR and GFLOPs come from the same path.
+(``encoder.routing_for``), and forced on every tile. :func:`evaluation_routing`
+is that decision on its own; the FLOPs verb counts TADT along it, and the
+per-image CSV records it (``routing``), so PSNR and GFLOPs come from the same path.
 """
 from __future__ import annotations
 
@@ -81,19 +45,14 @@ from harness import protocol
 from harness.errors import HarnessError
 from harness.scales import format_scale
 from harness.tables import EVAL_COLUMNS  # the per-image CSV layout, defined once with its reader
+from harness.tiling import extract_features, routing_of
 from upsamplers import DEFAULT_CHUNK
 from upsamplers.base import decode_in_chunks
 from upsamplers.coords import make_coord
 
-__all__ = ["output_size", "conv_receptive_radius", "default_tile_overlap", "extract_features",
-           "super_resolve", "super_resolve_routed", "evaluation_input", "evaluation_routing",
-           "bicubic_upscale", "EVAL_COLUMNS", "evaluate_rows", "GLOBAL_OVERLAP", "decode_rows",
-           "check_finite", "check_sr_args", "routing_of", "eval_mode", "window_of", "ceil_to"]
-
-#: Default overlap (LR pixels, before rounding up to the window) for extractors
-#: whose receptive field is effectively the whole image (see the module docstring).
-GLOBAL_OVERLAP = 64
-
+__all__ = ["output_size", "super_resolve", "super_resolve_routed", "evaluation_input", "evaluation_routing",
+           "bicubic_upscale", "EVAL_COLUMNS", "evaluate_rows", "decode_rows", "check_finite", "check_sr_args",
+           "eval_mode"]
 
 def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
     """Output size of an ``h x w`` image at ``scale``: each side rounded half up.
@@ -105,105 +64,6 @@ def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
     if not s > 0 or not math.isfinite(s):
         raise ValueError(f"scale must be a positive number, got {scale}")
     return tuple(max(1, int(math.floor(n * s + 0.5 + 1e-9))) for n in (h, w))
-
-
-# ----------------------------------------------------------------------------- overlap
-
-def conv_receptive_radius(encoder: nn.Module) -> tuple[int, bool]:
-    """``(radius, local)``: sum of ``dilation * (k - 1) / 2`` over the encoder's convs,
-    and whether the encoder is free of global operations (adaptive pooling, or a
-    module marked ``non_local = True`` such as NLSA's attention).
-
-    The TARC (``tarc.*``) is skipped: routing is decided once on the whole image.
-    """
-    radius, local = 0, True
-    for name, m in encoder.named_modules():
-        if name == "tarc" or name.startswith("tarc."):
-            continue
-        if isinstance(m, nn.Conv2d):
-            radius += max(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size))
-        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) or getattr(m, "non_local", False):
-            local = False
-    return radius, local
-
-
-def window_of(encoder: nn.Module) -> int:
-    """The multiple the extractor pads its input to (``window_size``), 1 for convnets."""
-    ws = getattr(encoder, "window_size", None)
-    return int(ws) if ws else 1
-
-
-def ceil_to(n: int, multiple: int) -> int:
-    """``n`` rounded up to a multiple of ``multiple``."""
-    return -(-int(n) // multiple) * multiple
-
-
-def default_tile_overlap(encoder: nn.Module) -> int:
-    """Overlap (LR pixels) added around each feature tile; see the module docstring."""
-    ws = window_of(encoder)
-    if ws > 1:
-        return ceil_to(GLOBAL_OVERLAP, ws)
-    radius, local = conv_receptive_radius(encoder)
-    return radius if local else min(radius, GLOBAL_OVERLAP)
-
-
-# ---------------------------------------------------------------------------- features
-
-def routing_of(encoder: nn.Module, inp: torch.Tensor, scale) -> Any:
-    """TADT/Baseline: the routing of the whole image (``RoutingInfo``); else None."""
-    route = getattr(encoder, "routing_for", None)
-    return route(inp, scale) if callable(route) else None
-
-
-def _encode(encoder: nn.Module, x: torch.Tensor, scale, routing) -> torch.Tensor:
-    if routing is None:
-        return encoder(x, scale=scale)
-    return encoder(x, scale=scale, routing=routing.r)
-
-
-def extract_features(model: nn.Module, inp: torch.Tensor, scale, tile: int = 0,
-                     tile_overlap: Optional[int] = None, routing: Any = None,
-                     rows: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """The encoder's map ``(B, C, h, w)`` of the normalised (already padded) ``inp``.
-
-    ``tile > 0`` runs the encoder on tiles (see the module docstring). ``routing``
-    (a ``RoutingInfo``) is forced on every call; when tiling a routed extractor
-    without one, the routing is decided on the whole ``inp`` first, so that no
-    tile routes on its own content. ``rows = (r0, r1)`` (with ``tile > 0``; ``r0`` a
-    multiple of the window) computes only those rows, ``(B, C, r1 - r0, w)``, as one
-    row of ``(r1 - r0) x tile`` tiles that read their overlap from all of ``inp``.
-    """
-    encoder = model.encoder
-    h, w = inp.shape[-2:]
-    if rows is None:
-        if tile <= 0 or (tile >= h and tile >= w):
-            return _encode(encoder, inp, scale, routing)
-        r0, r1 = 0, h
-    else:
-        r0, r1 = int(rows[0]), int(rows[1])
-        if tile <= 0 or not 0 <= r0 < r1 <= h:
-            raise ValueError(f"rows {rows} of {h} need tile > 0, got {tile}")
-    if routing is None:
-        routing = routing_of(encoder, inp, scale)
-    ws = window_of(encoder)
-    overlap = default_tile_overlap(encoder) if tile_overlap is None else int(tile_overlap)
-    if overlap < 0:
-        raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
-    tile, overlap = ceil_to(tile, ws), ceil_to(overlap, ws)
-    step = tile if rows is None else r1 - r0
-    feat = None
-    for y0 in range(r0, r1, step):
-        y1 = min(y0 + step, r1)
-        ey0, ey1 = max(0, y0 - overlap), min(h, y1 + overlap)
-        for x0 in range(0, w, tile):
-            x1 = min(x0 + tile, w)
-            ex0, ex1 = max(0, x0 - overlap), min(w, x1 + overlap)
-            f = _encode(encoder, inp[..., ey0:ey1, ex0:ex1], scale, routing)
-            if feat is None:
-                feat = f.new_empty(f.shape[0], f.shape[1], r1 - r0, w)
-            feat[..., y0 - r0:y1 - r0, x0:x1] = f[..., y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
-            del f
-    return feat
 
 
 # ----------------------------------------------------------------------- super-resolve
@@ -341,7 +201,7 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, scale: float,
     ``out_shape`` defaults to :func:`output_size` ``(h, w, scale)``; ``scale`` is
     what the model is told (and what the cell rule uses) either way. ``chunk``:
     queries decoded at once. ``tile`` / ``tile_overlap``: feature tiling (0 = the
-    whole image at once; overlap None = :func:`default_tile_overlap`).
+    whole image at once; overlap None = ``harness.tiling.default_tile_overlap``).
     """
     return super_resolve_routed(model, lr, scale, out_shape, chunk, tile, tile_overlap)[0]
 
@@ -367,8 +227,6 @@ def bicubic_upscale(lr: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- evaluation
-
-
 
 def evaluate_rows(model: Optional[nn.Module], data_cfg, dataset: str, scales: Sequence[float],
                   run: str, chunk: int = DEFAULT_CHUNK, tile: int = 0, tile_overlap: Optional[int] = None,

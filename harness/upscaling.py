@@ -7,13 +7,13 @@ at all: ``upscale`` writes each band to the PNG (``harness.data.write_png_rows``
 Without tiles the features are those of the whole image, computed once, exactly as
 ``evaluate`` computes them. With ``tile > 0`` they are computed per band of ``tile``
 LR rows: the band plus :data:`DECODER_MARGIN` rows (and, for downscaling, half an
-output pixel) on each side, as one row of tiles of ``harness.evaluate.extract_features``
+output pixel) on each side, as one row of tiles of ``harness.tiling.extract_features``
 (each reading the tile overlap around it). A query reads the LR pixel holding it and
 its neighbours (LIIF/LTE's four corners, MetaSR's top-left corner), and the decoders'
 3x3 convolutions/unfolds one pixel further: two rows, so every query of a band sees
 the same prepared features as with the whole map (tests/test_upscaling.py), and
 feature memory is that of a band. What tiling costs in accuracy is the tiles'
-(``harness.evaluate``: exact for EDSR-baseline and RDN up to float order).
+(``harness.tiling``: exact for EDSR-baseline and RDN up to float order).
 
 Memory. :func:`estimate` adds up what one super-resolution holds at its peak: the
 input (uint8, float, padded), then the largest of the feature phase (the encoder's
@@ -41,9 +41,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from harness.data.images import PNG_FILTER_BYTES, PNG_SCRATCH_BYTES
-from harness.evaluate import (ceil_to, check_sr_args, decode_rows, default_tile_overlap, eval_mode,
-                              evaluation_input, extract_features, routing_of, window_of)
+from harness.evaluate import check_sr_args, decode_rows, eval_mode, evaluation_input
 from harness.protocol import window_pad_amount
+from harness.tiling import ceil_to, default_tile_overlap, extract_features, routing_of, window_of
 from upsamplers import DEFAULT_CHUNK
 
 __all__ = ["DECODER_MARGIN", "BAND_BYTES", "super_resolve_bands", "band_rows_for", "Costs",

@@ -15,8 +15,8 @@ from harness.bicubic import imresize
 from harness.checkpoint import save_checkpoint
 from harness.cli import main
 from harness.data import eval_pairs
-from harness.evaluate import (EVAL_COLUMNS, conv_receptive_radius, default_tile_overlap, extract_features,
-                              output_size, super_resolve, super_resolve_routed)
+from harness.evaluate import EVAL_COLUMNS, output_size, super_resolve, super_resolve_routed
+from harness.tiling import conv_receptive_radius, default_tile_overlap, extract_features
 from harness.metrics import psnr
 from upsamplers import create_model
 from upsamplers.coords import make_cell, make_coord

@@ -19,7 +19,7 @@ from extractors.nlsa import NonLocalSparseAttention, lsh_buckets
 from harness import checkpoint as ckpt
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.evaluate import conv_receptive_radius, default_tile_overlap
+from harness.tiling import conv_receptive_radius, default_tile_overlap
 from harness.flops import count_flops
 from harness.flops.sizefit import SmallCounts, fit_terms
 from harness.release_format import load_release_body

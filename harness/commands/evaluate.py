@@ -32,7 +32,7 @@ the LR upscaled to the HR size with MATLAB-compatible bicubic (harness.bicubic),
 on floats, clamped, not rounded.
 
 Memory: queries are decoded evaluation.chunk at a time; evaluation.tile > 0 (or
---tile) runs the extractor on LR tiles (see harness/evaluate.py for the overlap
+--tile) runs the extractor on LR tiles (see harness/tiling.py for the overlap
 each extractor needs and what tiling costs in accuracy).
 
 The CSV is written atomically: it appears, complete, only when every row is in.
@@ -69,7 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="LR tile size for feature extraction, 0 = whole image (default: evaluation.tile)")
     parser.add_argument("--tile-overlap", type=int, metavar="N",
                         help="overlap around each tile in LR pixels (default: the extractor's, "
-                             "see harness/evaluate.py)")
+                             "see harness/tiling.py)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"],
                         help="where to run (default: the config's 'device')")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")

@@ -54,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=0, metavar="N",
                         help="LR tile size for feature extraction (0 = whole image)")
     parser.add_argument("--tile-overlap", type=int, metavar="N",
-                        help="overlap around each tile (default: the extractor's, see harness/evaluate.py)")
+                        help="overlap around each tile (default: the extractor's, see harness/tiling.py)")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, metavar="Q",
                         help=f"queries decoded at once (default {DEFAULT_CHUNK})")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
