@@ -85,3 +85,56 @@ def test_ties_pass_only_where_the_claim_allows_them():
     assert C.check_compare(df, strict).status == "FAIL"
     assert C.check_compare(df, {**strict, "ties": True}).status == "PASS"
     assert C.check_compare(df, {**strict, "margin": -0.5}).status == "PASS"
+
+
+# --------------------------------------------------------------------------- all eight extractors
+
+ALL_EIGHT = ["embedded-all.yaml", "paper.yaml"]  # the shipped configs whose pairs hold NLSA and CAT-R-2
+#: Extractors of Table 3 that claim 4 leaves out on purpose: the two it is about, and
+#: EDSR-baseline (1.2M parameters: lighter than both; not in the paper's Table 3).
+NOT_WORSE = {"baseline", "tadt", "edsr-baseline"}
+
+
+def table3_of(cfg: dict) -> pd.DataFrame:
+    """Our Table 3's rows for ``cfg`` (harness.experiments), with parameters and GFLOPs that
+    make every extractor heavier than Baseline and TADT (heavier in the order of the pairs)."""
+    from harness import experiments as X
+
+    rows = []
+    for i, r in enumerate(X.table_rows(cfg, "table3")):
+        light = {"tadt": 1.0, "baseline": 2.0, "edsr-baseline": 0.5}.get(r.extractor)
+        v = light if light is not None else 10.0 + i
+        rows.append({"profile": cfg["profile"], "dataset": "div2k-valid", **r.meta(["upsampler", "extractor"]),
+                     "params_m": v, "gflops_x2": 100 * v, "gflops_x3": 50 * v, "gflops_x4": 25 * v})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("config", ALL_EIGHT)
+def test_claim4_compares_tadt_with_every_other_extractor_of_the_pairs(config):
+    """Claim 4 ('the other extractors') lists every extractor a config puts into Table 3,
+    NLSA and CAT-R-2 included, and each of them can make it fail."""
+    cfg = load_config(ROOT / "config" / config)
+    claim = next(c for c in cfg["experiments"]["claims"] if c["id"] == 4)
+    t3 = table3_of(cfg)
+    assert {"nlsa", "cat-r-2"} <= set(t3["extractor"])
+    assert set(t3["extractor"]) - NOT_WORSE == set(claim["worse"]["extractor"])
+    ok = C.check({"table3": t3}, claim, ["table3"])
+    # 2 better rows x 5 worse rows (rdn, rcan, nlsa, swinir, cat-r-2) x 4 columns
+    assert ok.status == "PASS" and ok.evidence.startswith("40/40 cells hold"), ok.evidence
+    for other in ("nlsa", "cat-r-2"):
+        lighter = t3.copy()
+        lighter.loc[lighter["extractor"] == other, "params_m"] = 1.5  # between TADT (1.0) and Baseline (2.0)
+        bad = C.check({"table3": lighter}, claim, ["table3"])
+        assert bad.status == "FAIL", bad.evidence
+        assert bad.evidence.startswith("1/40 cells fail: ")
+        assert f"baseline-liif vs {other}-liif params_m: 2.00 vs 1.50" in bad.evidence
+
+
+def test_claim4_without_nlsa_and_cat_compares_fewer_cells():
+    """The embedded default trains neither: claim 4 checks the three it has (24 cells), not N/A."""
+    cfg = load_config()
+    claim = next(c for c in cfg["experiments"]["claims"] if c["id"] == 4)
+    t3 = table3_of(cfg)
+    assert not {"nlsa", "cat-r-2"} & set(t3["extractor"])
+    ok = C.check({"table3": t3}, claim, ["table3"])
+    assert ok.status == "PASS" and ok.evidence.startswith("24/24 cells hold"), ok.evidence
