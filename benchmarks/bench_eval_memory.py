@@ -41,11 +41,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRACTORS = ("edsr-baseline", "rdn", "rcan", "swinir", "baseline", "tadt")
-HR_SHAPE = (1356, 2040)  # DIV2K's typical 2040 x 1356 (width x height)
+EXTRACTORS = ("edsr-baseline", "rdn", "rcan", "nlsa", "swinir", "cat-r-2", "baseline", "tadt")
+HR_SHAPE = (1356, 2040)  # DIV2K's typical 2040 x 1356 (width x height); --hr changes it
+#: Columns of the measured-memory CSV (--csv; benchmarks/eval_memory.csv, which the report reads).
+CSV_COLUMNS = ("extractor", "upsampler", "scale", "hr", "lr", "tile", "overlap", "device", "threads",
+               "seconds", "peak_rss_mib", "gpu_peak_mib", "note")
 
-#: LR tile size at x2 (0 = untiled) chosen to stay under 4 GB peak RSS on the CPU.
-TILES = {"edsr-baseline": 0, "rdn": 256, "rcan": 0, "swinir": 256, "baseline": 192, "tadt": 192}
+#: LR tile size at x2 (0 = untiled) chosen to stay under 4 GB peak RSS on the CPU. NLSA is
+#: measured untiled, as evaluation runs it (evaluation.tile 0): tiles would change its
+#: non-local attention, and its memory is linear in the pixels (see benchmarks/README.md).
+TILES = {"edsr-baseline": 0, "rdn": 256, "rcan": 0, "nlsa": 0, "swinir": 256, "cat-r-2": 256,
+         "baseline": 192, "tadt": 192}
 
 
 def _status_kib(field: str) -> int:
@@ -55,10 +61,11 @@ def _status_kib(field: str) -> int:
     return -1
 
 
-def lr_shape(scale: float) -> tuple[int, int]:
+def lr_shape(scale: float, hr=HR_SHAPE) -> tuple[int, int]:
+    """The LR size (rows, columns) of an ``hr`` image at ``scale``, as the protocol crops it."""
     import math
 
-    return tuple(math.floor(n / scale + 1e-9) for n in HR_SHAPE)
+    return tuple(math.floor(n / scale + 1e-9) for n in hr)
 
 
 def model_input(model, lr, scale):
@@ -74,7 +81,8 @@ def model_input(model, lr, scale):
 
 
 def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, seed: int = 0,
-             features_only: bool = False, upsampler: str = "liif", device: str = "cpu") -> dict:
+             features_only: bool = False, upsampler: str = "liif", device: str = "cpu",
+             hr=HR_SHAPE) -> dict:
     """One measurement, in this process (called in a fresh subprocess by ``main``)."""
     import torch
 
@@ -86,7 +94,7 @@ def run_case(extractor: str, scale: float, tile: int, chunk: int, threads: int, 
     torch.manual_seed(seed)
     dev = torch.device(device)
     model = create_model(upsampler, extractor).eval().to(dev)
-    h, w = lr_shape(scale)
+    h, w = lr_shape(scale, hr)
     lr = torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))  # on the CPU, as loaded
     out_shape = output_size(h, w, scale)
     cuda = dev.type == "cuda"
@@ -195,6 +203,26 @@ def deviation(extractor: str, tile: int, threads: int, size=(240, 336), overlaps
     return out
 
 
+def _size(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def append_csv(path: str, r: dict, note: str = "") -> None:
+    """Append one measured case to the CSV of measured memory (header first if the file is new)."""
+    import csv
+
+    row = {**r, "peak_rss_mib": round(r["peak_mib"]), "seconds": round(r["seconds"], 1), "note": note,
+           "scale": f"{r['scale']:g}",
+           "gpu_peak_mib": round(r["gpu_peak_mib"]) if "gpu_peak_mib" in r else ""}
+    new = not Path(path).is_file() or Path(path).stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
 def _child(args: list[str], timeout: float, script: str = __file__) -> dict:
     """Run ``script`` with ``args`` in a fresh process; its last stdout line is a JSON result."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -222,6 +250,12 @@ def main(argv=None) -> int:
     p.add_argument("--features-only", action="store_true",
                    help="time and memory of the extractor pass alone (to choose tiles)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON lines")
+    p.add_argument("--csv", metavar="FILE",
+                   help="also append the rows to this CSV of measured memory (columns CSV_COLUMNS; "
+                        "benchmarks/eval_memory.csv is the one the report reads)")
+    p.add_argument("--note", default="", help="--csv: the note column of these rows")
+    p.add_argument("--hr", default=f"{HR_SHAPE[0]}x{HR_SHAPE[1]}", metavar="HxW",
+                   help="HR size (rows x columns) the LR image is cut from (default: DIV2K's 1356x2040)")
     p.add_argument("--upsampler", default="liif", choices=["liif", "lte", "metasr"],
                    help="decoder of every case (default liif)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -246,10 +280,11 @@ def main(argv=None) -> int:
 
     if a.case:  # child process
         print(json.dumps(run_case(a.case[0], float(a.case[1]), int(a.case[2]), a.chunk, a.threads,
-                                  features_only=a.features_only, upsampler=a.upsampler, device=a.device)))
+                                  features_only=a.features_only, upsampler=a.upsampler, device=a.device,
+                                  hr=_size(a.hr))))
         return 0
     if a.dev_case:
-        h, w = (int(v) for v in a.dev_size.lower().split("x"))
+        h, w = _size(a.dev_size)
         overlaps = [int(o) for o in a.overlaps.split(",") if o]
         print(json.dumps(deviation(a.dev_case[0], int(a.dev_case[1]), a.threads, (h, w), overlaps,
                                    sr=not a.no_sr, init=a.init)))
@@ -285,7 +320,7 @@ def main(argv=None) -> int:
         return 0
 
     gpu = a.device == "cuda"
-    print(f"{a.device}, {a.threads} CPU threads, {a.upsampler}, paper widths, random weights; HR {HR_SHAPE[1]}x{HR_SHAPE[0]}; "
+    print(f"{a.device}, {a.threads} CPU threads, {a.upsampler}, paper widths, random weights; HR {a.hr} (HxW); "
           f"chunk {a.chunk}; limit {a.limit_gb:g} GB{'; extractor pass only' if a.features_only else ''}",
           flush=True)
     print(f"{'extractor':14} {'scale':>5} {'LR':>9} {'tile':>5} {'overlap':>7} {'s/image':>8} {'cpu s':>8} "
@@ -295,13 +330,16 @@ def main(argv=None) -> int:
         for s in scales:
             tile = tiles.get(ext, 0) if s <= 4 else 0
             r = _child(["--case", ext, f"{s:g}", str(tile), "--chunk", str(a.chunk),
-                        "--threads", str(a.threads), "--upsampler", a.upsampler, "--device", a.device]
+                        "--threads", str(a.threads), "--upsampler", a.upsampler, "--device", a.device,
+                        "--hr", a.hr]
                        + (["--features-only"] if a.features_only else []),
                        a.timeout)
             r = _record(r, rows, out, extractor=ext, scale=s)
             if "error" in r:
                 print(f"{ext:14} {s:5g} error: {r['error']}", flush=True)
                 continue
+            if a.csv and not a.features_only:
+                append_csv(a.csv, r, a.note)
             ok = r["peak_mib"] < a.limit_gb * 1024
             worst = max(worst, r["peak_mib"])
             print(f"{ext:14} {s:5g} {r['lr']:>9} {r['tile']:5d} {r['overlap']:7d} {r['seconds']:8.1f} "

@@ -8,6 +8,14 @@ claims are the manifest's, checked by harness.claims. A missing input makes the
 claims that need it N/A rather than stopping the report, so the report can be
 built from a partial results folder.
 
+Where a published table leaves cells empty for a reason the manifest gives
+(``published_empty``, e.g. Table 1's out-of-memory NLSA x2), the report says so
+under the table, with the measured evaluation memory of those extractors at
+those scales from the CSV of measured memory (``benchmarks/eval_memory.csv``,
+written by ``benchmarks/bench_eval_memory.py --csv``): a measured fact about
+the code, kept with the benchmark that measures it rather than in the
+experiment manifest, which says what to run, not what the machine did.
+
 Every table of ours carries the profile that produced it. Rows made at the
 embedded profile (small widths, a short schedule, scikit-image photographs
 standing in for the datasets) are labelled so: their numbers are never the
@@ -26,7 +34,13 @@ import pandas as pd
 
 from harness import claims as C
 from harness.claims import FAIL, NA, PASS, Claim, fmt as _n
-from harness.tables import column_kind, read_table, row_key, value_columns
+from harness.config import ROOT
+from harness.tables import column_kind, read_table, row_key, value_columns, value_columns_for
+
+#: The CSV of measured evaluation memory the report cites (columns: benchmarks/bench_eval_memory.py's CSV_COLUMNS).
+MEMORY_CSV = ROOT / "benchmarks" / "eval_memory.csv"
+MEMORY_COLUMNS = ("extractor", "upsampler", "scale", "hr", "tile", "overlap", "device", "threads", "seconds",
+                  "peak_rss_mib", "gpu_peak_mib", "note")
 
 
 @dataclass
@@ -37,6 +51,8 @@ class Inputs:
     figures: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     models: Any = None
     notes: list[str] = field(default_factory=list)
+    memory: pd.DataFrame | None = None  # measured evaluation memory (MEMORY_CSV's layout)
+    memory_source: str = ""
 
     @property
     def tables(self) -> dict[str, dict]:
@@ -57,7 +73,28 @@ def _maybe_table(path: Path) -> pd.DataFrame | None:
     return read_table(path) if path.is_file() else None
 
 
-def load_inputs(results: str | Path, paper: str | Path, models: str | Path | None, cfg: dict) -> Inputs:
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def load_memory(path: str | Path) -> tuple[pd.DataFrame | None, str | None]:
+    """The CSV of measured evaluation memory, or (None, why not) when it is absent or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"{_display(path)} does not exist: no measured memory is cited"
+    df = pd.read_csv(path, comment="#")
+    missing = [c for c in MEMORY_COLUMNS if c not in df.columns]
+    if missing:
+        return None, f"{_display(path)} lacks the column(s) {', '.join(missing)}: no measured memory is cited"
+    return df, None
+
+
+def load_inputs(results: str | Path, paper: str | Path, models: str | Path | None, cfg: dict,
+                memory: str | Path | None = MEMORY_CSV) -> Inputs:
+    """Every input of the report; ``memory`` is the CSV of measured evaluation memory (None: none)."""
     results, paper = Path(results), Path(paper)
     names = list(cfg["experiments"]["tables"])
     inp = Inputs(cfg=cfg, ours={n: _maybe_table(results / f"{n}.csv") for n in names},
@@ -70,6 +107,11 @@ def load_inputs(results: str | Path, paper: str | Path, models: str | Path | Non
             inp.models = json.loads(Path(models).read_text())
         except json.JSONDecodeError as exc:
             inp.notes.append(f"{models} is not valid JSON ({exc}); the parameter claim is N/A")
+    if memory is not None:
+        inp.memory, why = load_memory(memory)
+        inp.memory_source = _display(Path(memory))
+        if why:
+            inp.notes.append(why)
     return inp
 
 
@@ -144,6 +186,71 @@ def compare_table(key: list[str], ours: pd.DataFrame | None, paper: pd.DataFrame
     return out
 
 
+def empty_published_cells(paper: pd.DataFrame | None) -> dict[tuple[str, str], list[str]]:
+    """``(extractor, column) -> [upsampler, ...]`` of the cells a published table leaves empty."""
+    out: dict[tuple[str, str], list[str]] = {}
+    if paper is None or "extractor" not in paper.columns:
+        return out
+    for _, r in paper.iterrows():
+        for c in value_columns(paper):
+            if pd.isna(r[c]):
+                out.setdefault((str(r["extractor"]), c), []).append(str(r.get("upsampler", "")))
+    return out
+
+
+def _memory_text(m: pd.Series) -> str:
+    """One measured row of the memory CSV in words."""
+    tiles = "untiled" if int(m["tile"]) == 0 else f"LR tiles {int(m['tile'])} + {int(m['overlap'])} overlap"
+    threads = f"{int(m['threads'])} CPU thread{'s' if int(m['threads']) != 1 else ''}"
+    if str(m["device"]) == "cpu":
+        peak = f"{m['peak_rss_mib']:.0f} MiB peak resident memory on the CPU"
+    else:
+        peak = f"{m['gpu_peak_mib']:.0f} MiB of GPU memory ({m['device']}) allocated beyond the model"
+    note = f"; {m['note']}" if isinstance(m["note"], str) and m["note"].strip() else ""
+    return (f"{peak} for one {m['hr']} output ({str(m['upsampler']).upper()}, {tiles}, {threads}, "
+            f"{m['seconds']:.{0 if m['seconds'] >= 10 else 1}f} s{note})")
+
+
+def empty_cells_note(inp: Inputs, name: str) -> list[str]:
+    """Under a table whose published cells are empty for the reason ``published_empty`` gives:
+    which cells, the measured evaluation memory of those extractors at those scales, and
+    which of the cells our table fills."""
+    spec, paper, ours = inp.tables[name], inp.paper[name], inp.ours[name]
+    reason = spec.get("published_empty")
+    empty = empty_published_cells(paper)
+    if not reason or not empty:
+        return []
+    scale_of = {col: s for col, _, s, _ in value_columns_for(spec)}
+    cells = "; ".join(f"{ext} {c} ({', '.join(ups)})" for (ext, c), ups in empty.items())
+    lines = [f"**Cells the paper leaves empty** (\"-\": {reason}): {cells}."]
+    measured = []
+    for ext, c in dict.fromkeys(empty):
+        s = scale_of.get(c)
+        rows = [] if inp.memory is None or s is None else [
+            m for _, m in inp.memory.iterrows() if str(m["extractor"]) == ext and abs(float(m["scale"]) - s) < 1e-9]
+        if rows:
+            measured.append(f"{ext} {c}: " + "; ".join(_memory_text(m) for m in rows))
+        else:
+            measured.append(f"{ext} {c}: not measured (no row in {inp.memory_source or 'the memory CSV'})")
+    lines.append("This harness evaluates every cell in bounded memory (queries decoded in chunks; "
+                 "`evaluation.tile` bounds the extractor's share). Measured at the paper's widths with random "
+                 f"weights (`benchmarks/bench_eval_memory.py`, {inp.memory_source or 'no memory CSV'}): "
+                 + "; ".join(measured) + ".")
+    ours_exts = set(ours["extractor"]) if ours is not None and "extractor" in ours.columns else set()
+    filled = total = 0
+    for (ext, c), ups in empty.items():
+        for up in ups:
+            total += 1
+            if ours is not None and c in ours.columns:
+                hit = ours[(ours["extractor"] == ext) & (ours["upsampler"] == up)]
+                filled += int(len(hit) > 0 and hit[c].notna().any())
+    absent = sorted({ext for ext, _ in empty} - ours_exts)
+    tail = (f" ({', '.join(absent)} not among this configuration's extractors, `pairs.extractors`)"
+            if absent else "")
+    lines.append(f"Our table fills {filled} of these {total} cells{tail}.")
+    return ["> " + " ".join(lines), ""]
+
+
 def _scale_statement(inp: Inputs) -> list[str]:
     paper_scale, embedded, released, other, missing = [], [], [], [], []
     for name, df in inp.ours.items():
@@ -213,12 +320,12 @@ def render(inp: Inputs, claims: list[Claim]) -> str:
         elif _profile_of(o) == "released":
             lines += ["> Released weights: \"ours\" is the reference authors' checkpoint of each row "
                       "evaluated here, not a run this harness trained.", ""]
-        lines += [compare_table(spec["key"], o, p)]
+        lines += [compare_table(spec["key"], o, p)] + empty_cells_note(inp, name)
     return "\n".join(lines).rstrip() + "\n"
 
 
 def build_report(results: str | Path, paper: str | Path, models: str | Path | None,
-                 cfg: dict) -> tuple[str, list[Claim]]:
-    inp = load_inputs(results, paper, models, cfg)
+                 cfg: dict, memory: str | Path | None = MEMORY_CSV) -> tuple[str, list[Claim]]:
+    inp = load_inputs(results, paper, models, cfg, memory)
     claims = check_claims(inp)
     return render(inp, claims), claims

@@ -74,6 +74,7 @@ rule report:
         figures=[f"{RESULTS}/{s}.csv" for s in X.claim_sources(CFG) if s in FIGURE_NAMES],
         models=f"{RESULTS}/models.json",
         paper=PAPER_CSVS,
+        memory=MEMORY_CSV,
     output:
         md=f"{RESULTS}/report.md",
     log:
@@ -88,7 +89,7 @@ rule report:
         **SMALL,
     shell:
         "{params.harness} report --config {params.config:q} --results {params.results} "
-        "--paper {params.paper} --models {input.models} --out {output.md} > {log} 2>&1"
+        "--paper {params.paper} --models {input.models} --memory {input.memory} --out {output.md} > {log} 2>&1"
 
 
 rule all:

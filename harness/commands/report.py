@@ -9,6 +9,9 @@ published one (paper/table1-5.csv) with the difference, and checks the paper's
 claims one by one (PASS / FAIL / N/A, with the numbers behind each). It states
 which tables were produced at paper scale and which at embedded scale
 (embedded numbers are never the paper's). Missing inputs make claims N/A.
+Cells the paper leaves empty for a stated reason (Table 1's out-of-memory NLSA
+x2) are named under their table with the measured evaluation memory of
+--memory (benchmarks/eval_memory.csv).
 """
 
 
@@ -20,6 +23,9 @@ def configure(parser) -> None:
     parser.add_argument("--results", default="results", help="folder holding tableN.csv, figure7.csv")
     parser.add_argument("--paper", default=str(ROOT / "paper"), help="folder of the published tables")
     parser.add_argument("--models", help="JSON written by 'python -m harness models --json'")
+    parser.add_argument("--memory", default=str(ROOT / "benchmarks" / "eval_memory.csv"),
+                        help="CSV of measured evaluation memory (benchmarks/bench_eval_memory.py --csv; "
+                             "default: benchmarks/eval_memory.csv)")
     parser.add_argument("--out", default="results/report.md", help="output Markdown file")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a claim FAILs (default: the report is the result)")
@@ -34,7 +40,7 @@ def run(args) -> int:
 
     check_writable(args.out, "--out")
     cfg = load_config(*args.config)
-    text, claims = build_report(args.results, args.paper, args.models, cfg)
+    text, claims = build_report(args.results, args.paper, args.models, cfg, args.memory)
     atomic_write_text(args.out, text)
     counts = {s: sum(c.status == s for c in claims) for s in (PASS, FAIL, NA)}
     print(f"report -> {args.out}: {counts[PASS]} PASS, {counts[FAIL]} FAIL, {counts[NA]} N/A")
