@@ -26,6 +26,7 @@ repositories' checkpoints evaluated here, never as runs this harness trained.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import pandas as pd
 
 from harness import claims as C
 from harness.claims import FAIL, NA, PASS, Claim, fmt as _n
-from harness.config import ROOT
+from harness.config import ROOT, pair_extractors
 from harness.tables import column_kind, read_table, row_key, value_columns, value_columns_for
 
 #: The CSV of measured evaluation memory the report cites (columns: benchmarks/bench_eval_memory.py's CSV_COLUMNS).
@@ -228,7 +229,8 @@ def empty_cells_note(inp: Inputs, name: str) -> list[str]:
         s = scale_of.get(c)
         rows = [] if inp.memory is None or s is None else [
             m for _, m in inp.memory.iterrows() if str(m["extractor"]) == ext and abs(float(m["scale"]) - s) < 1e-9]
-        if rows:
+        if rows:  # the largest image first
+            rows.sort(key=lambda m: -math.prod(int(v) for v in str(m["hr"]).split("x")))
             measured.append(f"{ext} {c}: " + "; ".join(_memory_text(m) for m in rows))
         else:
             measured.append(f"{ext} {c}: not measured (no row in {inp.memory_source or 'the memory CSV'})")
@@ -236,18 +238,19 @@ def empty_cells_note(inp: Inputs, name: str) -> list[str]:
                  "`evaluation.tile` bounds the extractor's share). Measured at the paper's widths with random "
                  f"weights (`benchmarks/bench_eval_memory.py`, {inp.memory_source or 'no memory CSV'}): "
                  + "; ".join(measured) + ".")
-    ours_exts = set(ours["extractor"]) if ours is not None and "extractor" in ours.columns else set()
-    filled = total = 0
-    for (ext, c), ups in empty.items():
-        for up in ups:
-            total += 1
-            if ours is not None and c in ours.columns:
-                hit = ours[(ours["extractor"] == ext) & (ours["upsampler"] == up)]
-                filled += int(len(hit) > 0 and hit[c].notna().any())
-    absent = sorted({ext for ext, _ in empty} - ours_exts)
+    absent = sorted({ext for ext, _ in empty} - set(pair_extractors(inp.cfg)))
     tail = (f" ({', '.join(absent)} not among this configuration's extractors, `pairs.extractors`)"
             if absent else "")
-    lines.append(f"Our table fills {filled} of these {total} cells{tail}.")
+    if ours is None:
+        lines.append(f"Our table is not in this results folder{tail}.")
+    else:
+        filled = total = 0
+        for (ext, c), ups in empty.items():
+            for up in ups:
+                total += 1
+                hit = ours[(ours["extractor"] == ext) & (ours["upsampler"] == up)] if c in ours.columns else ours[:0]
+                filled += int(len(hit) > 0 and hit[c].notna().any())
+        lines.append(f"Our table fills {filled} of these {total} cells{tail}.")
     return ["> " + " ".join(lines), ""]
 
 

@@ -21,6 +21,13 @@ NLSA_X2 = {"extractor": "nlsa", "upsampler": "liif", "scale": 2, "hr": "2040x135
            "device": "cpu", "threads": 1, "seconds": 812.4, "peak_rss_mib": 8123, "gpu_peak_mib": ""}
 
 
+def note_of(inp, name="table1"):
+    """The report's note under a table, as one string (the note and its blank line)."""
+    lines = rep.empty_cells_note(inp, name)
+    assert len(lines) == 2 and lines[1] == "" and lines[0].startswith("> ")
+    return lines[0]
+
+
 def table1(path, extractors, cfg):
     rows = [{"profile": cfg["profile"], "dataset": "div2k-valid", "upsampler": u, "extractor": e,
              **{s: 30.0 for s in SCALES}} for u in ("metasr", "liif", "lte") for e in extractors]
@@ -34,13 +41,18 @@ def test_note_names_the_empty_cells_and_the_measured_memory(tmp_path):
     mem = memory_csv(tmp_path / "mem.csv", [NLSA_X2, {**NLSA_X2, "scale": 30, "peak_rss_mib": 999},
                                             {**NLSA_X2, "extractor": "rdn", "peak_rss_mib": 777}])
     inp = rep.load_inputs(tmp_path / "none", PAPER, None, cfg, mem)
-    note = "\n".join(rep.empty_cells_note(inp, "table1"))
+    note = note_of(inp)
     assert note.startswith('> **Cells the paper leaves empty** ("-": out of memory (OOM)')
     assert "nlsa x2 (metasr, liif, lte)." in note
     assert ("nlsa x2: 8123 MiB peak resident memory on the CPU for one 2040x1356 output "
             "(LIIF, untiled, 1 CPU thread, 812 s)") in note
     assert "999" not in note and "777" not in note  # other scales and extractors are not cited
-    assert "Our table fills 0 of these 3 cells (nlsa not among this configuration's extractors" in note
+    assert note.endswith("Our table is not in this results folder "
+                         "(nlsa not among this configuration's extractors, `pairs.extractors`).")
+    inp = rep.load_inputs(table1(tmp_path / "res", ["edsr-baseline", "tadt"], cfg), PAPER, None, cfg, mem)
+    note = note_of(inp)
+    assert note.endswith("Our table fills 0 of these 3 cells "
+                         "(nlsa not among this configuration's extractors, `pairs.extractors`).")
     # Table 2's and Table 3's '-' cells have no stated reason in the manifest: no note.
     assert rep.empty_cells_note(inp, "table2") == [] and rep.empty_cells_note(inp, "table3") == []
 
@@ -51,12 +63,14 @@ def test_note_counts_the_cells_ours_fill_and_says_when_nothing_was_measured(tmp_
     gpu = {**NLSA_X2, "device": "cuda", "threads": 8, "seconds": 2.0, "peak_rss_mib": "", "gpu_peak_mib": 4096,
            "note": "after a warm-up image"}
     inp = rep.load_inputs(res, PAPER, None, cfg, memory_csv(tmp_path / "mem.csv", [NLSA_X2, gpu]))
-    note = "\n".join(rep.empty_cells_note(inp, "table1"))
-    assert "Our table fills 3 of these 3 cells." in note
+    note = note_of(inp)
+    assert note.endswith("Our table fills 3 of these 3 cells.")
+    inp_none = rep.load_inputs(tmp_path / "none", PAPER, None, cfg, tmp_path / "mem.csv")
+    assert note_of(inp_none).endswith("Our table is not in this results folder.")
     assert ("4096 MiB of GPU memory (cuda) allocated beyond the model for one 2040x1356 output "
             "(LIIF, untiled, 8 CPU threads, 2.0 s; after a warm-up image)") in note
     inp = rep.load_inputs(res, PAPER, None, cfg, memory_csv(tmp_path / "other.csv", [{**NLSA_X2, "scale": 3}]))
-    note = "\n".join(rep.empty_cells_note(inp, "table1"))
+    note = note_of(inp)
     assert "nlsa x2: not measured (no row in " in note
     inp = rep.load_inputs(res, PAPER, None, cfg, tmp_path / "absent.csv")
     assert inp.memory is None and any("absent.csv does not exist" in n for n in inp.notes)
@@ -73,3 +87,5 @@ def test_report_cites_the_committed_measurement_under_table1(tmp_path):
         peak = r["peak_rss_mib"] if r["device"] == "cpu" else r["gpu_peak_mib"]
         assert f"{peak:.0f} MiB" in section
     assert "nlsa x2 (metasr, liif, lte)" in section
+    # the DIV2K-sized measurement is cited first
+    assert section.index("for one 2040x1356 output") < section.index("for one 1020x678 output")
