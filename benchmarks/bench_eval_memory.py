@@ -16,6 +16,8 @@ the Python heap alike; tracemalloc would miss torch's memory) and the seconds of
   python benchmarks/bench_eval_memory.py --deviation     # tiled vs untiled features
   python benchmarks/bench_eval_memory.py --upsampler metasr --extractors edsr-baseline
   python benchmarks/bench_eval_memory.py --device cuda   # on a GPU: untiled, plus peak GPU memory
+  python benchmarks/bench_eval_memory.py --extractors nlsa --scales 2 --hr 678x1020 --csv benchmarks/eval_memory.csv
+                                                         # a smaller HR image; append to the CSV the report cites
 
 Tiles: ``TILES`` below holds the LR tile size each extractor needs at x2 to stay
 under ``--limit-gb`` (4 GB); ``--tile EXT=N`` overrides it (0 = untiled). At x30
@@ -43,13 +45,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EXTRACTORS = ("edsr-baseline", "rdn", "rcan", "nlsa", "swinir", "cat-r-2", "baseline", "tadt")
 HR_SHAPE = (1356, 2040)  # DIV2K's typical 2040 x 1356 (width x height); --hr changes it
-#: Columns of the measured-memory CSV (--csv; benchmarks/eval_memory.csv, which the report reads).
-CSV_COLUMNS = ("extractor", "upsampler", "scale", "hr", "lr", "tile", "overlap", "device", "threads",
-               "seconds", "peak_rss_mib", "gpu_peak_mib", "note")
 
 #: LR tile size at x2 (0 = untiled) chosen to stay under 4 GB peak RSS on the CPU. NLSA is
-#: measured untiled, as evaluation runs it (evaluation.tile 0): tiles would change its
-#: non-local attention, and its memory is linear in the pixels (see benchmarks/README.md).
+#: measured untiled, as evaluation runs it (evaluation.tile 0; 6 GB at x2, over the limit):
+#: tiles would change its non-local attention (see benchmarks/README.md). CAT-R-2's 256 is
+#: SwinIR's, not measured.
 TILES = {"edsr-baseline": 0, "rdn": 256, "rcan": 0, "nlsa": 0, "swinir": 256, "cat-r-2": 256,
          "baseline": 192, "tadt": 192}
 
@@ -209,15 +209,18 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def append_csv(path: str, r: dict, note: str = "") -> None:
-    """Append one measured case to the CSV of measured memory (header first if the file is new)."""
+    """Append one measured case to the CSV of measured memory (header first if the file is new;
+    columns ``harness.report.MEMORY_COLUMNS``, the layout the report reads)."""
     import csv
+
+    from harness.report import MEMORY_COLUMNS
 
     row = {**r, "peak_rss_mib": round(r["peak_mib"]), "seconds": round(r["seconds"], 1), "note": note,
            "scale": f"{r['scale']:g}",
            "gpu_peak_mib": round(r["gpu_peak_mib"]) if "gpu_peak_mib" in r else ""}
     new = not Path(path).is_file() or Path(path).stat().st_size == 0
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=MEMORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
         if new:
             w.writeheader()
         w.writerow(row)
@@ -251,8 +254,8 @@ def main(argv=None) -> int:
                    help="time and memory of the extractor pass alone (to choose tiles)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON lines")
     p.add_argument("--csv", metavar="FILE",
-                   help="also append the rows to this CSV of measured memory (columns CSV_COLUMNS; "
-                        "benchmarks/eval_memory.csv is the one the report reads)")
+                   help="also append the rows to this CSV of measured memory "
+                        "(benchmarks/eval_memory.csv is the one the report reads)")
     p.add_argument("--note", default="", help="--csv: the note column of these rows")
     p.add_argument("--hr", default=f"{HR_SHAPE[0]}x{HR_SHAPE[1]}", metavar="HxW",
                    help="HR size (rows x columns) the LR image is cut from (default: DIV2K's 1356x2040)")

@@ -38,10 +38,12 @@ from harness.claims import FAIL, NA, PASS, Claim, fmt as _n
 from harness.config import ROOT, pair_extractors
 from harness.tables import column_kind, read_table, row_key, value_columns, value_columns_for
 
-#: The CSV of measured evaluation memory the report cites (columns: benchmarks/bench_eval_memory.py's CSV_COLUMNS).
+#: The CSV of measured evaluation memory the report cites, and its columns (written by
+#: ``benchmarks/bench_eval_memory.py --csv``): sizes as WxH, peak_rss_mib for CPU rows,
+#: gpu_peak_mib (allocated beyond the model) for GPU rows.
 MEMORY_CSV = ROOT / "benchmarks" / "eval_memory.csv"
-MEMORY_COLUMNS = ("extractor", "upsampler", "scale", "hr", "tile", "overlap", "device", "threads", "seconds",
-                  "peak_rss_mib", "gpu_peak_mib", "note")
+MEMORY_COLUMNS = ("extractor", "upsampler", "scale", "hr", "lr", "tile", "overlap", "device", "threads",
+                  "seconds", "peak_rss_mib", "gpu_peak_mib", "note")
 
 
 @dataclass
