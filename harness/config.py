@@ -32,6 +32,9 @@ EXPERIMENTS = ROOT / "config" / "experiments.yaml"
 # The schema's defaults of `pairs` (config/schema.yaml), for a config that names none.
 DEFAULT_PAIR_EXTRACTORS = ("edsr-baseline", "rdn", "rcan", "nlsa", "swinir", "cat-r-2", "baseline", "tadt")
 DEFAULT_PAIR_UPSAMPLERS = ("metasr", "liif", "lte")
+# train settings only the workflow reads (rules/train.smk's retries): not part of any run
+# spec or job slice, so changing them retrains nothing
+WORKFLOW_TRAIN_KEYS = ("max_resubmissions",)
 
 ABLATIONS = {
     # name: (extractor argument overrides, lambda override)
@@ -326,7 +329,7 @@ def extractor_args(cfg: dict, extractor: str) -> dict:
 
 def run_spec(cfg: dict, name: str) -> RunSpec:
     ext, up, ablation = _split(name, cfg)
-    train = {k: v for k, v in cfg["train"].items() if k != "overrides"}
+    train = {k: v for k, v in cfg["train"].items() if k not in ("overrides", *WORKFLOW_TRAIN_KEYS)}
     lam = 0.0
     init_from = None
     ext_args = extractor_args(cfg, ext)

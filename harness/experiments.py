@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import Iterable
 
-from harness.config import (ablation_runs, extractor_args, pair_extractors, pair_upsamplers, run_names,
-                            run_parts, run_spec)
+from harness.config import (WORKFLOW_TRAIN_KEYS, ablation_runs, extractor_args, pair_extractors,
+                            pair_upsamplers, run_names, run_parts, run_spec)
 from harness.errors import HarnessError
 
 BICUBIC = "bicubic"  # the floor row of the PSNR tables: no training, no checkpoint
@@ -193,7 +193,8 @@ def _train_slice(cfg: dict, run: str) -> dict:
             "pairs": {"extractors": [spec.extractor], "upsamplers": [spec.upsampler]},
             "extractors": {e: cfg["extractors"].get(e) or {} for e in exts},
             "upsamplers": {spec.upsampler: cfg["upsamplers"].get(spec.upsampler) or {}},
-            "train": {**cfg["train"], "overrides": overrides}, "tadt": tadt}
+            "train": {**{k: v for k, v in cfg["train"].items() if k not in WORKFLOW_TRAIN_KEYS},
+                      "overrides": overrides}, "tadt": tadt}
 
 
 def _table_slice(cfg: dict, name: str) -> dict:

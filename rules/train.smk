@@ -3,6 +3,15 @@
 # Baseline with the same upsampler, so that checkpoint is its input. The
 # `config` param is the run's slice of the configuration (its resolved spec,
 # data and device): changing it, and only it, retrains the run.
+#
+# Longer than a job may run: a training job stopped by SIGTERM (a cluster's
+# wall-time limit, then SIGKILL after the site's KillWait) saves its state to
+# <checkpoint>.partial, which is no output of the rule, so Snakemake keeps it
+# when it cleans up the failed job; `retries` (train.max_resubmissions) runs
+# the job again, and each run continues from that file. `exec` makes the
+# trainer the shell's own process, so Snakemake waits for the trainer itself:
+# a shell would die of the job's SIGTERM at once, and Snakemake would count
+# the job as ended while the trainer is still saving.
 
 
 rule train:
@@ -19,12 +28,13 @@ rule train:
         config=lambda wildcards: job_config("train", wildcards.run),
         launcher=train_launcher,
         init=train_init_arg,
+    retries: CFG["train"]["max_resubmissions"]
     threads: lambda wildcards: threads_for(wildcards.run)
     resources:
         mem_mb=lambda wildcards: train_mem(wildcards.run),
         runtime=lambda wildcards: train_runtime(wildcards.run),
         gpu=lambda wildcards: gpus_for(wildcards.run) or None,
     shell:
-        "{params.launcher} train --config {params.config:q} --run {wildcards.run} "
+        "exec env {params.launcher} train --config {params.config:q} --run {wildcards.run} "
         "--out {output.ckpt} {params.init} --log {log.csv} --threads {threads} "
         "> {log.txt} 2>&1"

@@ -25,7 +25,18 @@
 #   5. checks that every job of the SLURM run was submitted with sbatch and
 #      COMPLETED in SLURM, and that every target is byte-equal to the local
 #      run's;
-#   6. cancels what is left of its jobs, stops the daemons it started (by PID)
+#   6. the time-limit chain: one training that needs about CHAIN_SECONDS
+#      (default 180) of this machine's time, its length measured first, runs
+#      through the profile with a 1-minute wall-time limit
+#      (--set-resources train:runtime=1) while the same training runs locally;
+#      SLURM stops each job at the limit with SIGTERM, the trainer saves its
+#      state and exits 75, the job ends as TIMEOUT and Snakemake resubmits it
+#      (train.max_resubmissions) until the run is done. Checks: more than one
+#      job, each but the last TIMEOUT with the 1-minute limit, the last
+#      COMPLETED, the run resumed from the saved step, its CSV log whole, and
+#      the final checkpoint the same training state as the local run's, bit for
+#      bit (harness.training.resume.state_differences);
+#   7. cancels what is left of its jobs, stops the daemons it started (by PID)
 #      and removes the temporary folder, also when interrupted or failing.
 #
 # Default targets: the bicubic floor and one short training + evaluation on
@@ -35,7 +46,8 @@
 #
 # Environment: VENV (the project's virtual environment, default .venv),
 # KEEP=1 keeps the temporary folder (logs, both runs) for inspection,
-# RUN_TIMEOUT (seconds, default 900) bounds each of the two runs.
+# RUN_TIMEOUT (seconds, default 900) bounds each run, CHAIN=0 skips step 6,
+# CHAIN_SECONDS (default 180) sets the length of its training.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -129,13 +141,14 @@ cleanup() {
     local rc=$? pid i
     trap - EXIT INT TERM
     set +e  # clean up as much as possible, whatever fails
-    # A run still going (interrupted): TERM makes Snakemake cancel its SLURM jobs.
-    if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
-        kill -TERM "$CHILD" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.2; done
-        kill -0 "$CHILD" 2>/dev/null && kill -KILL -- "-$CHILD" 2>/dev/null  # timeout's process group
-        wait "$CHILD" 2>/dev/null || true
-    fi
+    # Runs still going (interrupted): TERM makes Snakemake cancel its SLURM jobs.
+    for pid in "${CHILDREN[@]}"; do
+        kill -0 "$pid" 2>/dev/null || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null  # timeout's process group
+        wait "$pid" 2>/dev/null || true
+    done
     # Jobs still running (a failed or interrupted run) end before their slurmd does.
     if [ -n "${SLURM_CONF:-}" ] && scontrol ping >/dev/null 2>&1; then
         scancel --user "$(id -un)" 2>/dev/null || true
@@ -229,6 +242,13 @@ ReturnToService=2
 # squeue must still report a job this long after it ended (profiles/slurm
 # queries job states with squeue, there being no accounting database).
 MinJobAge=600
+# At a job's time limit SLURM sends SIGTERM to its processes and SIGKILL
+# KillWait seconds later: the trainer saves its state in between (the
+# defaults, written out because the time-limit chain depends on them; slurmctld
+# checks the limits about every 30 s, so a job with a 1-minute limit is stopped
+# after 60-90 s; OverTimeLimit would add minutes of grace on top).
+KillWait=30
+OverTimeLimit=0
 NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -259,16 +279,21 @@ node_idle() {
 SNAKEMAKE=("$VENV/bin/python" -m snakemake -s "$ROOT/Snakefile")
 RUN_TIMEOUT=${RUN_TIMEOUT:-900}  # seconds each run may take before the test fails
 
-CHILD=""
+CHILDREN=()  # the runs in flight (timeout's PIDs), for the clean-up
+start_logged() {  # start_logged LOG COMMAND...: in the background, at most RUN_TIMEOUT s; sets STARTED
+    local log=$1
+    shift
+    timeout "$RUN_TIMEOUT" "$@" >"$log" 2>&1 &
+    STARTED=$!
+    CHILDREN+=("$STARTED")
+}
+
 run_logged() {  # run_logged LOG COMMAND...: at most RUN_TIMEOUT seconds, output to LOG
     # In the background, so that INT/TERM reach this script's traps at once
     # (bash would wait for a foreground command first).
-    local log=$1 rc=0
-    shift
-    timeout "$RUN_TIMEOUT" "$@" >"$log" 2>&1 &
-    CHILD=$!
-    wait "$CHILD" || rc=$?
-    CHILD=""
+    local rc=0
+    start_logged "$@"
+    wait "$STARTED" || rc=$?
     return "$rc"
 }
 
@@ -319,6 +344,105 @@ check_equal() {
     say "every target is byte-equal to the local run's: ${TARGETS[*]}"
 }
 
+# ----------------------------------------------------------------- 6. the time-limit chain
+CHAIN=${CHAIN:-1}
+CHAIN_SECONDS=${CHAIN_SECONDS:-180}   # training time the chain's run needs here
+CHAIN_RUN=edsr-baseline-liif
+CHAIN_TARGET=results/checkpoints/$CHAIN_RUN.pth
+PREEMPTED_EXIT=75                     # harness.training.preemption.PREEMPTED_EXIT
+HARNESS_PY=(env "PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python")
+
+chain_config() {  # chain_config FILE ITERATIONS LOG_EVERY: .test/config.yaml, longer
+    "${HARNESS_PY[@]}" - "$ROOT/.test/config.yaml" "$@" <<'PY'
+import sys
+
+import yaml
+
+src, dst, iterations, log_every = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+with open(src) as fh:
+    cfg = yaml.safe_load(fh)
+# No periodic checkpoint: a partial file can only come from a SIGTERM. Resubmissions
+# enough for a run of 3-4 jobs even on a busy machine.
+cfg["train"].update(iterations=iterations, milestones=[iterations // 2], log_every=log_every,
+                    checkpoint_every=10**9, max_resubmissions=8)
+with open(dst, "w") as fh:
+    yaml.safe_dump(cfg, fh)
+PY
+}
+
+chain_setup() {
+    # How many steps take CHAIN_SECONDS here: a 300-step run, timed by its own log.
+    local dir=$WORK/chain-calibration per_step
+    mkdir -p "$dir"
+    chain_config "$dir/config.yaml" 300 50
+    cd "$dir"  # the configuration's results/ and cache are relative
+    run_logged "$dir/train.log" "${HARNESS_PY[@]}" -m harness train --config config.yaml \
+        --run "$CHAIN_RUN" --out ck.pth --log log.csv --threads 1 --progress none ||
+        { tail -n 20 "$dir/train.log" >&2; fail "the calibration training failed"; }
+    cd "$ROOT"
+    per_step=$(awk -F, 'NR == 2 {s0 = $9; k0 = $1} END {printf "%.6f", ($9 - s0) / ($1 - k0)}' "$dir/log.csv")
+    CHAIN_STEPS=$(awk -v s="$CHAIN_SECONDS" -v p="$per_step" 'BEGIN {print int(s / p / 100 + 1) * 100}')
+    chain_config "$WORK/chain.yaml" "$CHAIN_STEPS" $((CHAIN_STEPS / 50))
+    say "time-limit chain: $CHAIN_RUN for $CHAIN_STEPS steps (${per_step} s/step here: about ${CHAIN_SECONDS} s)"
+}
+
+run_chain() {
+    # The SLURM run with a 1-minute limit and, meanwhile, the same training locally.
+    local local_pid rc=0
+    say "time-limit chain: snakemake --workflow-profile profiles/slurm --set-resources train:runtime=1 $CHAIN_TARGET (and the same locally)"
+    start_logged "$WORK/chain-local.log" "${SNAKEMAKE[@]}" -d "$WORK/chain-local" --cores 1 \
+        --configfile "$WORK/chain.yaml" "$CHAIN_TARGET"
+    local_pid=$STARTED
+    run_logged "$WORK/chain-slurm.log" "${SNAKEMAKE[@]}" -d "$WORK/chain-slurm" --workflow-profile "$ROOT/profiles/slurm" \
+        --jobs 1 --configfile "$WORK/chain.yaml" --set-resources train:runtime=1 \
+        --slurm-init-seconds-before-status-checks 10 --slurm-keep-successful-logs "$CHAIN_TARGET" || rc=$?
+    [ "$rc" -eq 0 ] || { tail -n 60 "$WORK/chain-slurm.log" >&2; fail "the time-limit chain's SLURM run failed"; }
+    wait "$local_pid" || { tail -n 40 "$WORK/chain-local.log" >&2; fail "the time-limit chain's local run failed"; }
+}
+
+check_chain() {
+    local log=$WORK/chain-slurm.log txt=$WORK/chain-slurm/results/logs/train/$CHAIN_RUN.log
+    local ids id n last state limit timeouts resumed rows every=$((CHAIN_STEPS / 50))
+    ids=$(sed -n 's/.*has been submitted with SLURM jobid \([0-9][0-9]*\) .*/\1/p' "$log")
+    n=$(printf '%s\n' "$ids" | grep -c . || true)
+    [ "$n" -ge 2 ] || fail "the chain's training took $n SLURM job(s): it fitted in one (raise CHAIN_SECONDS)"
+    last=$(printf '%s\n' "$ids" | tail -n 1)
+    timeouts=$(grep -c "SLURM status is: 'TIMEOUT'" "$log" || true)
+    [ "$timeouts" -eq $((n - 1)) ] || fail "$timeouts of the chain's $n jobs reported TIMEOUT, not $((n - 1)) (see $log)"
+    [ "$(grep -c '^Trying to restart job' "$log" || true)" -eq $((n - 1)) ] ||
+        fail "Snakemake did not resubmit each stopped job (see $log)"
+    for id in $ids; do
+        state=$(squeue -h --states=all -j "$id" -o %T 2>/dev/null | head -1)
+        limit=$(squeue -h --states=all -j "$id" -o %l 2>/dev/null | head -1)
+        [ "$limit" = 1:00 ] || fail "SLURM job $id has the time limit '${limit:-unknown}', not 1:00"
+        if [ "$id" = "$last" ]; then
+            [ "$state" = COMPLETED ] || fail "the chain's last job $id is '${state:-unknown}', not COMPLETED"
+        else
+            [ "$state" = TIMEOUT ] || fail "the chain's job $id is '${state:-unknown}', not TIMEOUT"
+            grep -q "exit status $PREEMPTED_EXIT" "$(find "$WORK/chain-slurm/.snakemake/slurm_logs" -name "$id.log")" ||
+                fail "the trainer of job $id did not exit with status $PREEMPTED_EXIT on SIGTERM (see its SLURM log)"
+        fi
+    done
+    resumed=$(sed -n "s/.*resuming from .*\.partial at step \([0-9]*\)\/$CHAIN_STEPS.*/\1/p" "$txt" | tail -n 1)
+    [ -n "$resumed" ] && [ "$resumed" -gt 0 ] || fail "the last job did not resume from a saved step (see $txt)"
+    rows=$(awk -F, 'NR > 1 {print $1}' "$WORK/chain-slurm/results/logs/train/$CHAIN_RUN.csv" | tr '\n' ' ')
+    [ "$rows" = "$(seq "$every" "$every" "$CHAIN_STEPS" | tr '\n' ' ')" ] ||
+        fail "the chain's CSV log does not hold every row once (steps: $rows)"
+    "${HARNESS_PY[@]}" - "$WORK/chain-local/$CHAIN_TARGET" "$WORK/chain-slurm/$CHAIN_TARGET" <<'PY' ||
+import sys
+
+from harness.checkpoint import load_checkpoint
+from harness.training.resume import state_differences
+
+local, slurm = (load_checkpoint(p) for p in sys.argv[1:3])
+diff = state_differences(local, slurm)
+if diff:
+    sys.exit(f"{len(diff)} differences, e.g. {', '.join(diff[:5])}")
+PY
+        fail "the chain's final checkpoint is not the local run's training state"
+    say "time-limit chain: $n SLURM jobs of 1 minute ($(echo $ids)): $((n - 1)) stopped at the limit (TIMEOUT, trainer exit $PREEMPTED_EXIT) and resubmitted, the last resumed at step $resumed/$CHAIN_STEPS and COMPLETED; final checkpoint bit-identical to the local run's (weights, optimiser, scheduler, RNG)"
+}
+
 # ----------------------------------------------------------------- main
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tadt-slurm.XXXXXX")
 trap cleanup EXIT
@@ -335,4 +459,13 @@ run_slurm
 t2=$SECONDS
 check_sbatch
 check_equal
-say "PASSED (local run $((t1 - t0)) s, SLURM run $((t2 - t1)) s, whole script $SECONDS s)"
+chain_note="time-limit chain skipped (CHAIN=0)"
+if [ "$CHAIN" != 0 ]; then
+    chain_setup
+    t3=$SECONDS
+    run_chain
+    t4=$SECONDS
+    check_chain
+    chain_note="time-limit chain $((t4 - t3)) s"
+fi
+say "PASSED (local run $((t1 - t0)) s, SLURM run $((t2 - t1)) s, $chain_note, whole script $SECONDS s)"

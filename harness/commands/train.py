@@ -29,6 +29,12 @@ An --out written for another run spec is trained again and replaced. The
 workflow (rules/train.smk) needs no --force: Snakemake deletes a job's outputs
 before it runs the job.
 
+Stopped by a batch system: on SIGTERM (SLURM's time limit or preemption, then
+SIGKILL after the site's KillWait) the run finishes its current step, writes
+the state of that step to <out>.partial, logs one line and exits with status
+75; the same command (or the workflow's resubmission, train.max_resubmissions)
+continues from it. Under torchrun every process stops after the same step.
+
 One trainer per run: while a run trains it holds an exclusive lock on
 <out>.lock; a second 'train' of the same --out stops at once, naming the PID
 and host of the first. The lock ends with its process, however it ends, so a
@@ -83,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
     check_writable(log, "--log")
 
     from harness.training import train_run
+    from harness.training.preemption import PREEMPTED_EXIT, Preempted
 
-    train_run(cfg, spec, out, init=args.init, log=log, device=args.device, threads=args.threads,
-              progress=args.progress, skip_complete=not args.force)
+    try:
+        train_run(cfg, spec, out, init=args.init, log=log, device=args.device, threads=args.threads,
+                  progress=args.progress, skip_complete=not args.force)
+    except Preempted:  # the state is saved and the trainer has said so
+        return PREEMPTED_EXIT
     return 0

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from harness.training.distributed import DistInfo
+from harness.training.preemption import ignore_in_worker
 
 
 @functools.lru_cache(maxsize=8)
@@ -76,7 +77,10 @@ def make_train_dataset(cfg: dict, train: dict, seed: int):
 
 
 def batches(dataset, sampler: StepBatches, num_workers: int, pin_memory: bool = False):
-    """Collated batches in step order; no global RNG is consumed (so resume stays exact)."""
+    """Collated batches in step order; no global RNG is consumed (so resume stays exact).
+
+    Worker processes ignore SIGTERM (:func:`harness.training.preemption.ignore_in_worker`).
+    """
     from torch.utils.data import DataLoader, default_collate
 
     wrapped = EpochIndexed(dataset)
@@ -86,5 +90,5 @@ def batches(dataset, sampler: StepBatches, num_workers: int, pin_memory: bool = 
         return
     loader = DataLoader(wrapped, batch_sampler=sampler, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(0), persistent_workers=False,
-                        pin_memory=pin_memory)
+                        pin_memory=pin_memory, worker_init_fn=ignore_in_worker)
     yield from loader

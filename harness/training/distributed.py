@@ -112,6 +112,17 @@ def mean_over_processes(values: torch.Tensor, dist: DistInfo) -> torch.Tensor:
     return values
 
 
+def any_process(flag: bool, dist: DistInfo, device: torch.device) -> bool:
+    """Whether ``flag`` is true in any process (a collective: every rank must call it)."""
+    if not dist.enabled:
+        return bool(flag)
+    import torch.distributed as tdist
+
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    tdist.all_reduce(value, op=tdist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier(dist: DistInfo) -> None:
     """Wait for every process (a no-op with one)."""
     if dist.enabled:

@@ -9,6 +9,8 @@ by SHA-256): such a file is ignored with a note, never silently continued.
 Settings in ``EXECUTION_KEYS`` change how a run executes, not what it computes,
 so they may differ between the sessions of one run. The same test tells
 whether an existing ``out`` already is the complete run (:func:`completed_run`).
+:func:`state_differences` says where two checkpoints hold different training
+states (the check that a resumed run equals an uninterrupted one).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import nn
 
 from harness.checkpoint import load_baseline_weights, load_checkpoint, load_weights, weights_of
@@ -25,6 +28,7 @@ from harness.config import RunSpec
 from harness.errors import HarnessError
 
 EXECUTION_KEYS = {"checkpoint_every", "log_every", "threads", "num_workers", "gpus"}
+STATE_KEYS = ("step", "state_dict", "optimizer", "scheduler", "rng")  # what a resumed run must reproduce
 
 
 def partial_path(out: str | os.PathLike) -> Path:
@@ -134,3 +138,36 @@ def init_from_checkpoint(model: nn.Module, path: Path, spec: RunSpec) -> tuple[i
                            f"needs upsampler {spec.upsampler}")
     load = load_baseline_weights if src_ext in ("baseline", None) else load_weights
     return load(model, sd, f"init checkpoint {path}", f"run {spec.name}")
+
+
+def _differences(a, b, where: str, out: list[str]) -> None:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and torch.equal(a, b))
+        if not same:
+            out.append(where)
+    elif isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                out.append(f"{where}/{key} (only in {'the first' if key in a else 'the second'})")
+            else:
+                _differences(a[key], b[key], f"{where}/{key}", out)
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _differences(x, y, f"{where}/{i}", out)
+    elif type(a) is not type(b) or a != b:
+        out.append(where)
+
+
+def state_differences(a: dict, b: dict) -> list[str]:
+    """Where checkpoints ``a`` and ``b`` hold different training states; [] when none.
+
+    Compares exactly (every tensor with ``torch.equal``, dtype and shape too) the
+    step, weights, optimiser and scheduler states and the RNG streams (with the
+    log-row sums) of every process: ``STATE_KEYS``, not the provenance in ``run``
+    (times, host settings). Paths read like ``state_dict/encoder.head.0.weight``.
+    """
+    out: list[str] = []
+    for key in STATE_KEYS:
+        _differences(a.get(key), b.get(key), key, out)
+    return out

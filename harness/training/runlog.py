@@ -2,10 +2,12 @@
 
 The CSV (``LOG_FIELDS``) gets one row every ``log_every`` steps: means over the
 steps of the row, the learning rate of its last step, and ``seconds`` of
-training so far; it is appended row by row, and on resume the rows past the
-resumed step are dropped. Progress is a tqdm bar (loss, lr, it/s) when stderr is
-a terminal, else a plain line per CSV row; notes are shown either way. Only rank
-0 writes either.
+training so far; it is appended row by row. Every checkpoint also holds the rows
+so far (:attr:`CsvLog.rows`), so a resumed run rewrites the whole log even where
+the file is gone (Snakemake deletes a job's log files before it runs the job
+again); the rows past the resumed step are dropped. Progress is a tqdm bar
+(loss, lr, it/s) when stderr is a terminal, else a plain line per CSV row; notes
+are shown either way. Only rank 0 writes either.
 """
 from __future__ import annotations
 
@@ -18,35 +20,49 @@ from pathlib import Path
 LOG_FIELDS = ["step", "epoch", "loss", "l1", "l_beta", "beta_mean", "lr", "it_per_s", "seconds"]
 
 
-class CsvLog:
-    """The per-run CSV (``LOG_FIELDS``), appended row by row; rows past ``resume_step`` dropped."""
+def _step_of(row: dict) -> int | None:
+    try:
+        return int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
-    def __init__(self, path: Path | None, resume_step: int):
+
+class CsvLog:
+    """The per-run CSV (``LOG_FIELDS``), appended row by row; ``rows`` holds them all (strings).
+
+    A resumed run (``resume_step`` > 0) starts from ``saved_rows`` (its
+    checkpoint's), else from the rows of the file, each up to ``resume_step``.
+    """
+
+    def __init__(self, path: Path | None, resume_step: int, saved_rows: list | None = None):
         self.path = Path(path) if path else None
+        self.rows: list[dict] = []
+        if resume_step > 0:
+            if saved_rows is None and self.path is not None and self.path.is_file():
+                with self.path.open(newline="") as fh:
+                    saved_rows = list(csv.DictReader(fh))
+            self.rows = [self._cells(r) for r in saved_rows or []
+                         if isinstance(r, dict) and _step_of(r) is not None and _step_of(r) <= resume_step]
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        rows = []
-        if resume_step > 0 and self.path.is_file():
-            with self.path.open(newline="") as fh:
-                for row in csv.DictReader(fh):
-                    try:
-                        if int(row["step"]) <= resume_step:
-                            rows.append(row)
-                    except (KeyError, TypeError, ValueError):
-                        continue
         from harness.io import atomic_path
 
         with atomic_path(self.path) as tmp:
             with tmp.open("w", newline="") as fh:
                 writer = csv.DictWriter(fh, LOG_FIELDS, extrasaction="ignore")
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows(self.rows)
             umask = os.umask(0)
             os.umask(umask)
             tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; a log is as readable as any file
 
+    @staticmethod
+    def _cells(row: dict) -> dict:
+        return {k: "" if row.get(k) is None else str(row.get(k)) for k in LOG_FIELDS}
+
     def write(self, row: dict) -> None:
+        self.rows.append(self._cells(row))
         if self.path is None:
             return
         with self.path.open("a", newline="") as fh:

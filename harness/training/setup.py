@@ -1,4 +1,5 @@
-"""What a run is made of: its model, learning-rate schedule and mixed-precision setting."""
+"""What a run is made of: its model (and the check that its weights are finite), learning-rate
+schedule and mixed-precision setting."""
 from __future__ import annotations
 
 import bisect
@@ -34,6 +35,13 @@ def make_scheduler(optimizer, train: dict):
 def expected_lr(train: dict, step: int) -> float:
     """Learning rate applied at 0-based ``step`` (for tests and reports)."""
     return float(train["lr"]) * float(train["gamma"]) ** bisect.bisect_right(sorted(train["milestones"]), step)
+
+
+def nonfinite_weights(model: nn.Module) -> list[str]:
+    """Names of the parameters holding a NaN or an infinity (one device sync when all are finite)."""
+    if bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+        return []
+    return [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
 
 def amp_setup(enabled: bool, device: torch.device, note: Callable[[str], None]):

@@ -18,19 +18,19 @@ Resume. Every ``checkpoint_every`` steps the full state (weights, optimiser,
 scheduler, step, torch/CUDA/numpy/python RNG states of every process, the
 partial sums of the current log row, elapsed time) is written atomically to
 ``<out>.partial`` (:mod:`harness.training.resume`); ``out`` is written when the
-last step is done, and the partial file removed after it. A step whose loss or
-weights are not finite stops the run with one line before anything is written,
-so the last checkpoint on disk is the last finite state. On CPU with a fixed
-seed a run killed at any moment and resumed ends bitwise identical to an
+last step is done, and the partial file removed after it. SIGTERM (a batch
+system's time limit) saves the state at the next step boundary and stops the
+run with exit status 75 (:mod:`harness.training.preemption`). A step whose loss
+or weights are not finite stops the run with one line before anything is
+written, so the last checkpoint on disk is the last finite state. On CPU with a
+fixed seed a run killed at any moment and resumed ends bitwise identical to an
 uninterrupted one (tested). On GPUs resume is exact in data order, RNG streams
 and optimiser state, but cuDNN/NCCL kernels are not bitwise deterministic.
 
 Several processes. Under ``torchrun`` the model is wrapped in
 ``DistributedDataParallel``; the global batch ``train.batch_size`` is split
 evenly (it must be divisible by the world size) and only rank 0 writes
-checkpoints and logs. Launch it as ``torchrun --standalone --nproc_per_node N -m
-harness -- train ...``: without the ``--`` torchrun's own parser takes ``--run``
-and ``--log`` for abbreviations of its ``--run-path``/``--log-dir``.
+checkpoints and logs (how to launch it: ``python -m harness train --help``).
 
 Mixed precision. ``train.amp`` autocasts the forward pass on CUDA to bfloat16
 where supported, else float16 with a ``GradScaler``; it is ignored on CPU.
@@ -56,17 +56,15 @@ from harness.training.data_order import StepBatches, batches, make_train_dataset
 from harness.training.distributed import (barrier, dist_from_env, gather_objects, mean_over_processes,
                                           process_group)
 from harness.training.lock import run_lock
+from harness.training.preemption import StopRequest, settle_partial
 from harness.training.resume import (completed_run, file_sha256, find_resume, init_from_checkpoint,
                                      partial_path, remove_stale_temporaries)
 from harness.training.rng import rng_state, seed_everything, set_rng_state
-from harness.training.setup import amp_setup, build_model, make_scheduler
+from harness.training.setup import amp_setup, build_model, make_scheduler, nonfinite_weights
 from harness.training.runlog import CsvLog, Progress, fmt
 
 RANK_SEED_STRIDE = 7919  # per-rank seeds: seed + RANK_SEED_STRIDE * rank
-
-
-def _empty_window() -> dict:
-    return {"loss": 0.0, "l1": 0.0, "l_beta": 0.0, "beta": 0.0, "n": 0}
+EMPTY_WINDOW = {"loss": 0.0, "l1": 0.0, "l_beta": 0.0, "beta": 0.0, "n": 0}  # sums of a log row
 
 
 class Trainer:
@@ -84,8 +82,7 @@ class Trainer:
                  device: str | None = None, threads: int | None = None, progress: str = "auto",
                  on_step: Callable[[int], None] | None = None, skip_complete: bool = False):
         self.cfg, self.spec, self.out, self.part = cfg, spec, Path(out), partial_path(out)
-        self.log_path, self.progress, self.on_step = log, progress, on_step
-        self.skip_complete = skip_complete
+        self.log_path, self.progress, self.on_step, self.skip_complete = log, progress, on_step, skip_complete
         self.dist = dist_from_env()
         self.train = dict(spec.train)
         self.iterations = int(self.train["iterations"])
@@ -102,8 +99,10 @@ class Trainer:
         self.init_sha: str | None = None
         self.step = self.start = 0
         self.saved_step: int | None = None  # step of the partial checkpoint on disk, if any
+        self.saved_rows: list | None = None  # the CSV rows a resumed checkpoint holds
+        self.stop = StopRequest()  # set by SIGTERM (harness.training.preemption)
         self.elapsed0 = 0.0
-        self.window = _empty_window()
+        self.window = dict(EMPTY_WINDOW)
         self.last_row: dict = {}
 
     # ----------------------------------------------------------------- the run
@@ -112,14 +111,15 @@ class Trainer:
         """Train to the last step and write ``out``; returns a summary dict.
 
         With ``skip_complete``, an ``out`` that already holds this run, complete,
-        is kept: nothing is trained and the summary says ``skipped``.
+        is kept: nothing is trained and the summary says ``skipped``. SIGTERM
+        raises :class:`~harness.training.preemption.Preempted` once the state is saved.
         """
         torch.set_num_threads(self.threads)
         self.show = Progress(self.progress, self.spec.name, self.iterations, 0, main=self.dist.is_main)
         lock = (run_lock(self.out, f"run {self.spec.name} ({self.out})") if self.dist.is_main
                 else nullcontext())
         try:
-            with lock:
+            with lock, self.stop.installed():
                 self._prepare()
                 if self.skip_complete:
                     done = completed_run(self.out, self.spec, self.iterations, self.init_sha,
@@ -152,6 +152,8 @@ class Trainer:
     def _skipped(self, ck: dict) -> dict:
         """The summary of a run whose ``out`` is already complete (nothing trained)."""
         elapsed = float((((ck.get("run") or {}).get("trainer")) or {}).get("elapsed_s", 0.0))
+        if self.dist.is_main:  # a partial file beside a complete run (see settle_partial)
+            self.part.unlink(missing_ok=True)
         self.show.note(f"{self.spec.name}: {self.out} already holds this run, complete ({ck['step']} "
                        "steps); nothing to train (--force trains it again)")
         return {"run": self.spec.name, "steps": 0, "step": int(ck["step"]), "seconds": elapsed,
@@ -193,7 +195,7 @@ class Trainer:
         sampler = StepBatches(self.n_items, self.batch, self.seed, self.start, self.iterations, dist)
         self.stream = batches(dataset, sampler, int(self.train.get("num_workers") or 0),
                               pin_memory=dev.type == "cuda")
-        self.csv = CsvLog(self.log_path if dist.is_main else None, self.start)
+        self.csv = CsvLog(self.log_path if dist.is_main else None, self.start, self.saved_rows)
         self.show.resume_at(self.start)
 
     def _restore(self, resume: dict) -> None:
@@ -206,6 +208,7 @@ class Trainer:
         self.step = self.start = self.saved_step = int(resume["step"])
         trainer = (resume.get("run") or {}).get("trainer") or {}
         self.elapsed0 = float(trainer.get("elapsed_s", 0.0))
+        self.saved_rows = trainer.get("log_rows")
         if self.scaler is not None and trainer.get("grad_scaler"):
             self.scaler.load_state_dict(trainer["grad_scaler"])
         states = (resume.get("rng") or {}).get("ranks") or []
@@ -235,11 +238,15 @@ class Trainer:
                 self._save(self.part, self._elapsed())
             if self.on_step is not None:
                 self.on_step(self.step)
+            if self.stop.agreed(self.dist, self.device):  # SIGTERM reached a process: save and stop
+                if self.saved_step != self.step:
+                    self._save(self.part, self._elapsed())
+                raise self.stop.stopped(self.spec.name, self.step, self.iterations, self.part, self.show.note)
 
         elapsed = self._elapsed()
         self._save(self.out, elapsed)
-        if self.dist.is_main and self.part.exists():
-            self.part.unlink()
+        if self.dist.is_main:  # removed, or out kept as it if SIGTERM came meanwhile
+            settle_partial(self.out, self.part, keep=self.stop.requested)
         barrier(self.dist)
         return self._summary(elapsed)
 
@@ -322,7 +329,7 @@ class Trainer:
             self.csv.write(self.last_row)
             self.show.line(self.last_row)
         self.t_window = now
-        self.window = _empty_window()
+        self.window = dict(EMPTY_WINDOW)
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -335,7 +342,8 @@ class Trainer:
         meta["trainer"] = {"elapsed_s": elapsed, "world_size": self.dist.world, "device": self.device.type,
                            "threads": self.threads, "amp": amp, "torch": str(torch.__version__),
                            "init": ({"path": str(self.init_path), "sha256": self.init_sha}
-                                    if self.init_path else None)}
+                                    if self.init_path else None),
+                           "log_rows": list(self.csv.rows)}
         if self.scaler is not None:
             meta["trainer"]["grad_scaler"] = self.scaler.state_dict()
         return meta
@@ -348,10 +356,9 @@ class Trainer:
 
     def _check_finite_weights(self) -> None:
         """Stop the run (one line) if a weight is NaN or infinite: nothing non-finite is saved."""
-        params = [p for p in self.model.parameters()]
-        if bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        bad = nonfinite_weights(self.model)
+        if not bad:
             return
-        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
         shown = ", ".join(bad[:3]) + (f", ... {len(bad) - 3} more" if len(bad) > 3 else "")
         raise HarnessError(f"{self.spec.name}: {len(bad)} weight tensor(s) are not finite after step "
                            f"{self.step} ({shown}; lower train.lr, or disable train.amp); "
@@ -373,11 +380,10 @@ class Trainer:
             self.saved_step = self.step
 
     def _summary(self, elapsed: float) -> dict:
-        session = time.perf_counter() - self.t_session
-        done = self.step - self.start
+        session, done = time.perf_counter() - self.t_session, self.step - self.start
         summary = {"run": self.spec.name, "steps": done, "step": self.step, "seconds": elapsed,
-                   "session_seconds": session, "out": str(self.out),
-                   "resumed_from": self.start, "last": self.last_row}
+                   "session_seconds": session, "out": str(self.out), "resumed_from": self.start,
+                   "last": self.last_row}
         if self.dist.is_main:
             self.show.note(f"{self.spec.name}: {self.step} steps done ({done} this session, "
                            f"{session:.1f} s), wrote {self.out}")
