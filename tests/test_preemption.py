@@ -173,6 +173,33 @@ def test_sigterm_while_the_final_checkpoint_is_written_keeps_it_resumable(tmp_pa
     assert out.exists() and not part.exists()
 
 
+def test_workflow_attempts_keep_the_final_state_and_only_a_resubmission_takes_it(tmp_path, capsys):
+    """A job that completes as its time limit strikes is counted as failed and its checkpoint
+    deleted: with ``attempt`` (the workflow's) the final state stays as the partial file; a later
+    attempt writes the checkpoint again from it, a first attempt (a forced rerun) trains afresh."""
+    cfg = load_config(write_config(tmp_path, "attempts", iterations=6, log_every=2))
+    out, part = tmp_path / "a.pth", partial_path(tmp_path / "a.pth")
+    first = train_run(cfg, run_spec(cfg, RUN), out, progress="none", attempt=1)
+    assert first["steps"] == 6 and os.path.samefile(part, out)
+    expected = load_checkpoint(out)
+
+    out.unlink()  # Snakemake's clean-up of the job SLURM counted as TIMEOUT
+    again = train_run(cfg, run_spec(cfg, RUN), out, progress="none", attempt=2)
+    assert (again["resumed_from"], again["steps"]) == (6, 0)
+    assert state_differences(load_checkpoint(out), expected) == [] and os.path.samefile(part, out)
+
+    out.unlink()  # snakemake -f: a first attempt
+    capsys.readouterr()
+    fresh = train_run(cfg, run_spec(cfg, RUN), out, progress="none", attempt=1)
+    assert (fresh["resumed_from"], fresh["steps"]) == (0, 6)
+    assert f"not continuing from {part}: it holds the completed run" in capsys.readouterr().err
+    assert state_differences(load_checkpoint(out), expected) == []  # CPU: the same run again
+
+    out.unlink()  # outside the workflow (no attempt) the partial file goes as before
+    train_run(cfg, run_spec(cfg, RUN), out, progress="none")
+    assert out.exists() and not part.exists()
+
+
 # ----------------------------------------------------------------------------- torchrun, 2 ranks
 
 def _descendants(pid: int) -> list[int]:
@@ -275,7 +302,7 @@ def test_workflow_resubmits_a_stopped_training_job_and_it_continues(tmp_path):
     assert m and 10 <= int(m.group(1)) < iterations, txt.read_text()[-2000:]
     rows = (tmp_path / "results" / "logs" / "train" / f"{RUN}.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(5, iterations + 1, 5))
-    assert not partial_path(target).exists()
+    assert os.path.samefile(partial_path(target), target)  # the workflow keeps the final state
     assert_same_state(load_checkpoint(target), reference(tmp_path, cfgp))
 
 
@@ -298,6 +325,20 @@ def test_bad_max_resubmissions_is_one_line_naming_the_key(tmp_path, capsys, valu
     with pytest.raises(HarnessError, match="train/max_resubmissions"):
         load_config(bad)
     rc = main(["train", "--config", str(bad), "--run", RUN, "--out", str(tmp_path / "x.pth")])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and "train/max_resubmissions" in err[0]
+    assert "train/max_resubmissions" in one_error_line(capsys, rc)
     assert not (tmp_path / "x.pth").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_bad_attempt_is_one_line(tmp_path, capsys, value):
+    rc = main(["train", "--config", str(write_config(tmp_path, "ok")), "--run", RUN,
+               "--out", str(tmp_path / "x.pth"), "--attempt", value])
+    assert one_error_line(capsys, rc) == "error: --attempt must be at least 1"
+    assert not (tmp_path / "x.pth").exists() and not partial_path(tmp_path / "x.pth").exists()
+
+
+def one_error_line(capsys, rc: int) -> str:
+    """The one ``error:`` line of a verb that exited 2."""
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), (rc, err)
+    return err[0]

@@ -92,3 +92,8 @@ def test_local_cluster_runs_the_profile_like_a_local_run(request):
     assert proc.returncode == 0, out[-4000:]
     assert re.search(r"all [1-9]\d* jobs went through sbatch and COMPLETED", out), out
     assert "every target is byte-equal to the local run's" in out and "PASSED" in out
+    # The time-limit chain: a 3-minute training through 1-minute jobs, resubmitted after each TIMEOUT.
+    m = re.search(r"time-limit chain: (\d+) SLURM jobs of 1 minute .*: (\d+) stopped at the limit \(TIMEOUT, "
+                  r"trainer exit 75\) and resubmitted, the last resumed at step [1-9]\d*/\d+ and COMPLETED; "
+                  r"final checkpoint bit-identical to the local run's", out)
+    assert m and int(m.group(1)) >= 2 and int(m.group(2)) == int(m.group(1)) - 1, out

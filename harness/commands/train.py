@@ -34,6 +34,10 @@ SIGKILL after the site's KillWait) the run finishes its current step, writes
 the state of that step to <out>.partial, logs one line and exits with status
 75; the same command (or the workflow's resubmission, train.max_resubmissions)
 continues from it. Under torchrun every process stops after the same step.
+--attempt N (the workflow passes Snakemake's attempt number) keeps a completed
+run's state as <out>.partial too, a hard link to --out: a job that completes as
+its time limit strikes is counted as failed and its --out deleted, and the next
+attempt writes it again from there; attempt 1 trains afresh instead.
 
 One trainer per run: while a run trains it holds an exclusive lock on
 <out>.lock; a second 'train' of the same --out stops at once, naming the PID
@@ -70,6 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (default: train.threads)")
     parser.add_argument("--force", action="store_true",
                         help="train even if --out already holds this run, complete")
+    parser.add_argument("--attempt", type=int, metavar="N",
+                        help="which submission of this workflow job this is (see above)")
     parser.add_argument("--progress", choices=["auto", "bar", "plain", "none"], default="auto",
                         help="tqdm bar (auto: when stderr is a terminal), plain lines every "
                              "train.log_every steps, or nothing")
@@ -82,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     spec = run_spec(cfg, args.run)
     if args.threads is not None and args.threads < 1:
         raise HarnessError("--threads must be at least 1")
+    if args.attempt is not None and args.attempt < 1:
+        raise HarnessError("--attempt must be at least 1")
     out = Path(args.out) if args.out else checkpoint_path(cfg, spec.name)
     log = Path(args.log) if args.log else results_dir(cfg) / "logs" / "train" / f"{spec.name}.csv"
     from harness.io import check_writable
@@ -93,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         train_run(cfg, spec, out, init=args.init, log=log, device=args.device, threads=args.threads,
-                  progress=args.progress, skip_complete=not args.force)
+                  progress=args.progress, skip_complete=not args.force, attempt=args.attempt)
     except Preempted:  # the state is saved and the trainer has said so
         return PREEMPTED_EXIT
     return 0

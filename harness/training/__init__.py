@@ -11,9 +11,12 @@
 - :mod:`~harness.training.data_order`: which items each step sees (epoch
   permutations, step batches);
 - :mod:`~harness.training.rng`: seeding, saving and restoring RNG streams;
-- :mod:`~harness.training.resume`: partial checkpoints, resume, init weights, and
-  whether an existing output already is the complete run;
-- :mod:`~harness.training.runlog`: the CSV log and the progress display.
+- :mod:`~harness.training.resume`: partial checkpoints, resume, init weights,
+  whether an existing output already is the complete run, and where two
+  checkpoints' training states differ;
+- :mod:`~harness.training.runlog`: the CSV log and the progress display;
+- :mod:`~harness.training.preemption`: SIGTERM (a job's time limit) saves the
+  state at a step boundary and stops the run (exit status 75).
 
 The device rule is :func:`harness.device.resolve_device`; the weight fit check
 is :func:`harness.checkpoint.load_weights`.

@@ -14,10 +14,14 @@ uninterrupted run. The workflow resubmits a failed training job up to
 ``train.max_resubmissions`` times (``rules/train.smk``), so a chain of jobs, each
 cut at the site's limit, completes the run.
 
-If the signal comes while the final checkpoint is being written, the run still
-completes, and the final checkpoint is also kept as ``<out>.partial``: the batch
-system may count the job as failed and the workflow then deletes ``out``; the
-next job finds the last step in the partial file and only writes ``out`` again.
+A job whose run completes as its time limit strikes is counted as failed
+(TIMEOUT) even though ``out`` is written, and Snakemake deletes ``out``. So the
+completed run's state stays as ``<out>.partial`` too (a hard link to ``out``,
+:func:`settle_partial`) when the signal came while ``out`` was written, and
+always in the workflow (``--attempt``, Snakemake's attempt number): the next
+attempt finds the last step in the partial file and only writes ``out`` again.
+A first attempt (a forced rerun, say) does not take such a state: it trains
+afresh (:func:`harness.training.resume.find_resume`).
 
 Only SIGTERM is handled: it is what SLURM, torchrun's agent (which forwards it to
 its workers) and Snakemake (which then waits for its running job) all treat as

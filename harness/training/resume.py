@@ -110,9 +110,19 @@ def _state_of_run(path: Path, spec: RunSpec, iterations: int, init_sha: str | No
 
 
 def find_resume(part: Path, spec: RunSpec, iterations: int, init_sha: str | None,
-                note: Callable[[str], None]) -> dict | None:
-    """The partial checkpoint ``part`` if this run may continue from it, else None (with a note)."""
-    return _state_of_run(part, spec, iterations, init_sha, note, complete=False)
+                note: Callable[[str], None], complete_ok: bool = True) -> dict | None:
+    """The partial checkpoint ``part`` if this run may continue from it, else None (with a note).
+
+    Without ``complete_ok`` a partial file holding the last step -- a completed run's
+    state, kept by a workflow job (:mod:`harness.training.preemption`) -- is not taken:
+    a first submission trains afresh (a forced rerun), and its first checkpoint replaces it.
+    """
+    ck = _state_of_run(part, spec, iterations, init_sha, note, complete=False)
+    if ck is not None and not complete_ok and ck.get("step") == iterations:
+        note(f"note: not continuing from {part}: it holds the completed run, and this first "
+             "submission of the job trains it afresh")
+        return None
+    return ck
 
 
 def completed_run(out: Path, spec: RunSpec, iterations: int, init_sha: str | None,

@@ -74,14 +74,16 @@ class Trainer:
     scheduler, gradient scaler, step, the sums of the current log row, the CSV
     log and the progress display. ``on_step(step)`` is called after every
     optimiser step (and after the checkpoint of that step, if any); tests use it
-    to kill the process.
+    to kill the process. ``attempt``: the workflow's submission number of this job
+    (None outside it; see :mod:`harness.training.preemption`).
     """
 
     def __init__(self, cfg: dict, spec: RunSpec, out: str | os.PathLike,
                  init: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
                  device: str | None = None, threads: int | None = None, progress: str = "auto",
-                 on_step: Callable[[int], None] | None = None, skip_complete: bool = False):
-        self.cfg, self.spec, self.out, self.part = cfg, spec, Path(out), partial_path(out)
+                 on_step: Callable[[int], None] | None = None, skip_complete: bool = False,
+                 attempt: int | None = None):
+        self.cfg, self.spec, self.out, self.part, self.attempt = cfg, spec, Path(out), partial_path(out), attempt
         self.log_path, self.progress, self.on_step, self.skip_complete = log, progress, on_step, skip_complete
         self.dist = dist_from_env()
         self.train = dict(spec.train)
@@ -126,8 +128,8 @@ class Trainer:
                                          self.show.note)
                     if done is not None:
                         return self._skipped(done)
-                resume = find_resume(self.part, self.spec, self.iterations, self.init_sha,
-                                     self.show.note)
+                resume = find_resume(self.part, self.spec, self.iterations, self.init_sha, self.show.note,
+                                     complete_ok=self.attempt is None or self.attempt > 1)
                 with process_group(self.dist, self.device):
                     self._build(resume)
                     return self._fit()
@@ -245,8 +247,8 @@ class Trainer:
 
         elapsed = self._elapsed()
         self._save(self.out, elapsed)
-        if self.dist.is_main:  # removed, or out kept as it if SIGTERM came meanwhile
-            settle_partial(self.out, self.part, keep=self.stop.requested)
+        if self.dist.is_main:  # removed, or kept as out: see harness.training.preemption
+            settle_partial(self.out, self.part, keep=self.stop.requested or self.attempt is not None)
         barrier(self.dist)
         return self._summary(elapsed)
 
@@ -390,13 +392,10 @@ class Trainer:
         return summary
 
 
-def train_run(cfg: dict, spec: RunSpec, out: str | os.PathLike, init: str | os.PathLike | None = None,
-              log: str | os.PathLike | None = None, device: str | None = None,
-              threads: int | None = None, progress: str = "auto",
-              on_step: Callable[[int], None] | None = None, skip_complete: bool = False) -> dict:
+def train_run(cfg: dict, spec: RunSpec, out: str | os.PathLike, **options) -> dict:
     """Train ``spec`` and write its final checkpoint to ``out``; returns a summary dict.
 
-    ``skip_complete``: keep an ``out`` that already holds this run, complete (see :class:`Trainer`).
+    ``options`` are :class:`Trainer`'s (``init``, ``log``, ``device``, ``threads``, ``progress``,
+    ``on_step``, ``skip_complete``: keep an ``out`` that already holds this run, complete; ``attempt``).
     """
-    return Trainer(cfg, spec, out, init=init, log=log, device=device, threads=threads,
-                   progress=progress, on_step=on_step, skip_complete=skip_complete).run()
+    return Trainer(cfg, spec, out, **options).run()
