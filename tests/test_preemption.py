@@ -200,6 +200,21 @@ def test_workflow_attempts_keep_the_final_state_and_only_a_resubmission_takes_it
     assert out.exists() and not part.exists()
 
 
+def test_before_and_after_the_run_the_verb_exits_75_at_once():
+    """Before the trainer's handler is in place (imports, config) there is nothing to save."""
+    from harness.training.preemption import exit_on_stop_signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        exit_on_stop_signal()
+        with pytest.raises(SystemExit) as stopped:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs at the next bytecode; never reached
+        assert stopped.value.code == PREEMPTED_EXIT
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 # ----------------------------------------------------------------------------- torchrun, 2 ranks
 
 def _descendants(pid: int) -> list[int]:

@@ -82,6 +82,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.training.preemption import PREEMPTED_EXIT, Preempted, exit_on_stop_signal
+
+    exit_on_stop_signal()  # a SIGTERM before the run has started: exit 75 at once, nothing to save
     from harness.config import DEFAULT_CONFIG, checkpoint_path, load_config, results_dir, run_spec
 
     cfg = load_config(*(args.config or [DEFAULT_CONFIG]))
@@ -97,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
     check_writable(log, "--log")
 
     from harness.training import train_run
-    from harness.training.preemption import PREEMPTED_EXIT, Preempted
 
     try:
         train_run(cfg, spec, out, init=args.init, log=log, device=args.device, threads=args.threads,

@@ -21,6 +21,14 @@
 The device rule is :func:`harness.device.resolve_device`; the weight fit check
 is :func:`harness.checkpoint.load_weights`.
 """
-from harness.training.trainer import Trainer, train_run
-
 __all__ = ["Trainer", "train_run"]
+
+
+def __getattr__(name: str):
+    # Imported on first use: the trainer imports torch, and some parts of the
+    # package (preemption) are used before that (python -m harness train).
+    if name in __all__:
+        from harness.training import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,9 +25,13 @@ afresh (:func:`harness.training.resume.find_resume`).
 
 Only SIGTERM is handled: it is what SLURM, torchrun's agent (which forwards it to
 its workers) and Snakemake (which then waits for its running job) all treat as
-"finish up". DataLoader worker processes ignore it (:func:`ignore_in_worker`):
-the job's SIGTERM reaches them too, and a worker killed by it would make the
-DataLoader raise in the middle of a step.
+"finish up". Before the trainer's handler is in place (the verb's start-up,
+imports included) and after it is gone, ``python -m harness train`` exits at once
+with the same status (:func:`exit_on_stop_signal`): there is nothing to save.
+DataLoader worker processes ignore it (:func:`ignore_in_worker`): the job's
+SIGTERM reaches them too, and a worker killed by it would make the DataLoader
+raise in the middle of a step. This module imports no torch (the verb installs
+its handler first).
 """
 from __future__ import annotations
 
@@ -37,11 +41,12 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from harness.training.distributed import DistInfo, any_process
+    from harness.training.distributed import DistInfo
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL (sysexits.h): "temporary failure; the user is invited to retry"
 STOP_SIGNAL = signal.SIGTERM
@@ -87,6 +92,8 @@ class StopRequest:
 
     def agreed(self, dist: DistInfo, device: torch.device) -> bool:
         """Whether any process of the run has received it (a collective with several processes)."""
+        from harness.training.distributed import any_process
+
         return any_process(self.requested, dist, device)
 
     def stopped(self, run: str, step: int, iterations: int, path: Path,
@@ -112,6 +119,17 @@ def settle_partial(out: Path, part: Path, keep: bool) -> None:
     except OSError:
         shutil.copyfile(out, tmp)
     os.replace(tmp, part)
+
+
+def _exit_at_once(signum, frame) -> None:  # noqa: ARG001 - the signal module's signature
+    raise SystemExit(PREEMPTED_EXIT)
+
+
+def exit_on_stop_signal() -> None:
+    """From now on (main thread only) SIGTERM ends the process at once with :data:`PREEMPTED_EXIT`,
+    except while a run's :meth:`StopRequest.installed` handler is in place."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(STOP_SIGNAL, _exit_at_once)
 
 
 def ignore_in_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's worker_init_fn signature
