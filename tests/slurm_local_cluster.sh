@@ -48,7 +48,7 @@
 # Environment: VENV (the project's virtual environment, default .venv),
 # KEEP=1 keeps the temporary folder (logs, both runs) for inspection,
 # RUN_TIMEOUT (seconds, default 900) bounds each run of steps 4 and 5,
-# CHAIN_TIMEOUT (default 1800) those of step 6, CHAIN=0 skips step 6,
+# CHAIN_TIMEOUT (default 2400) those of step 6, CHAIN=0 skips step 6,
 # CHAIN_SECONDS (default 180) sets the length of its training.
 set -euo pipefail
 
@@ -252,7 +252,11 @@ MinJobAge=1800
 # after 60-90 s; OverTimeLimit would add minutes of grace on top).
 KillWait=30
 OverTimeLimit=0
-NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+# One CPU more than the machine has: the time-limit chain's job runs alongside
+# the two of the other SLURM run instead of waiting for one of them to end
+# (config_overrides: slurmd takes the node's size from here, not the hardware).
+SlurmdParameters=config_overrides
+NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$((cpus + 1)) RealMemory=$mem_mb State=UNKNOWN
 PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
     export SLURM_CONF=$WORK/slurm.conf
@@ -350,7 +354,7 @@ check_equal() {
 # ----------------------------------------------------------------- 6. the time-limit chain
 CHAIN=${CHAIN:-1}
 CHAIN_SECONDS=${CHAIN_SECONDS:-180}   # training time the chain's run needs here
-CHAIN_TIMEOUT=${CHAIN_TIMEOUT:-1800}  # seconds the chain's runs may take (it waits for SLURM a lot)
+CHAIN_TIMEOUT=${CHAIN_TIMEOUT:-2400}  # seconds the chain's runs may take (it waits for SLURM a lot)
 CHAIN_RUN=edsr-baseline-liif
 CHAIN_TARGET=results/checkpoints/$CHAIN_RUN.pth
 PREEMPTED_EXIT=75                     # harness.training.preemption.PREEMPTED_EXIT
@@ -365,10 +369,11 @@ import yaml
 src, dst, iterations, log_every = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 with open(src) as fh:
     cfg = yaml.safe_load(fh)
-# No periodic checkpoint: a partial file can only come from a SIGTERM. Resubmissions
-# enough for a run of 3-4 jobs even on a busy machine.
+# No periodic checkpoint: a partial file can only come from a SIGTERM. A quiet
+# machine needs 3-5 jobs; each job's start (two Snakemakes and the trainer, each
+# importing torch) takes 10-45 s of its minute, so a busy one needs up to 10-15.
 cfg["train"].update(iterations=iterations, milestones=[iterations // 2], log_every=log_every,
-                    checkpoint_every=10**9, max_resubmissions=8)
+                    checkpoint_every=10**9, max_resubmissions=20)
 with open(dst, "w") as fh:
     yaml.safe_dump(cfg, fh)
 PY

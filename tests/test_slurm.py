@@ -79,12 +79,12 @@ def test_paper_profile_dry_runs_through_the_slurm_profile(tmp_path):
 
 
 @pytest.mark.slurm
-@pytest.mark.timeout(2700)
+@pytest.mark.timeout(3300)
 def test_local_cluster_runs_the_profile_like_a_local_run(request):
     if "slurm" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("starts a SLURM cluster (several minutes): select it with -m slurm")
     # The script uses (and installs the [slurm] extra into) the environment running the tests.
-    proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=2600,
+    proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=3200,
                           env={**os.environ, "VENV": sys.prefix})
     out = proc.stdout + proc.stderr
     if proc.returncode == 77:
