@@ -260,10 +260,12 @@ def test_torchrun_two_gloo_ranks_stop_after_the_same_step_and_resume_exactly(tmp
     # Only rank 1 gets the signal: rank 0 must learn it at the step boundary and stop with it.
     err = signal_at_step(proc, 10, lambda: os.kill(_worker_of_rank(proc.pid, 1), signal.SIGTERM))
     assert proc.returncode != 0, err[-3000:]
-    # torchrun's summary: rank 0, never signalled, stopped on its own with 75 (rank 1 too, or
-    # it was still exiting when torchrun, seeing rank 0 gone, sent it SIGTERM: -15).
+    # Rank 0, never signalled, stopped after the same step: it logged the stop, and the saved
+    # state holds both ranks' RNG streams (gathered in the save, a collective). torchrun's
+    # summary: the ranks exited 75, or -15 where the agent, seeing the other one gone, sent
+    # SIGTERM while the interpreter was shutting down.
     codes = dict(re.findall(r"rank\s*: (\d) \(local_rank.*\n\s*exitcode\s*: (-?\d+)", err))
-    assert codes["0"] == str(PREEMPTED_EXIT) and codes["1"] in (str(PREEMPTED_EXIT), "-15"), err[-3000:]
+    assert set(codes.values()) <= {str(PREEMPTED_EXIT), "-15"} and str(PREEMPTED_EXIT) in codes.values(), err[-3000:]
     step = stopped_step(err, part, iterations, after=10)
     assert len(load_checkpoint(part)["rng"]["ranks"]) == 2 and not out.exists()
 
