@@ -3,7 +3,7 @@
 #   make test     build the environment if needed, then run the test suite
 # Also:
 #   make test-slurm  the SLURM profile on a local single-node cluster (tests/slurm_local_cluster.sh;
-#                 installs slurm-wlm/munge with apt as root and the [slurm] extra; 3.5-11 min on 2 cores)
+#                 installs slurm-wlm/munge with apt as root and the [slurm] extra; about 12 min on 2 cores)
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python

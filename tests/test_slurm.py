@@ -3,8 +3,8 @@
 Without a cluster: what the profile sets for a site without accounting, that its
 plugin options exist in the pinned plugin, and that the paper profile dry-runs
 through it. With ``-m slurm``: the whole of tests/slurm_local_cluster.sh (a real
-single-node SLURM started on this machine; 3.5-11 minutes on 2 cores), which
-the default run skips.
+single-node SLURM started on this machine, with the time-limit chain: 12.4
+minutes on 2 cores at a load average of 5-9), which the default run skips.
 """
 from __future__ import annotations
 
