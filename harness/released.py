@@ -37,16 +37,11 @@ def is_released(cfg: dict) -> bool:
     return cfg.get("profile") == PROFILE
 
 
-def split_run(run: str) -> tuple[str, str]:
-    """``(extractor, upsampler)`` of a run name ``{extractor}-{upsampler}`` (upsampler names hold no dash)."""
-    ext, _, up = run.rpartition("-")
-    return ext, up
-
-
 # --------------------------------------------------------------------------- configuration
 
 def check_config(cfg: dict, pair_runs: list[str]) -> None:
     """One line for a ``released`` section that cannot work (called by config validation)."""
+    from harness.config import run_parts
     from harness.release_format import RELEASE_EXTRACTORS, RELEASE_UPSAMPLERS
 
     section = cfg.get("released")
@@ -56,14 +51,14 @@ def check_config(cfg: dict, pair_runs: list[str]) -> None:
     if section is None:
         return
     for run in section["runs"]:
-        ext, up = split_run(run)
+        if run not in pair_runs:
+            raise HarnessError(f"bad config value at released/runs: {run!r} is not a pair of `pairs` "
+                               "(which orders the rows)")
+        ext, up = run_parts(cfg, run)
         if ext not in RELEASE_EXTRACTORS or up not in RELEASE_UPSAMPLERS:
             raise HarnessError(f"bad config value at released/runs: {run!r} cannot be a LIIF/LTE "
                                f"release (extractors {', '.join(RELEASE_EXTRACTORS)}; upsamplers "
                                f"{', '.join(RELEASE_UPSAMPLERS)})")
-        if run not in pair_runs:
-            raise HarnessError(f"bad config value at released/runs: {run!r} is not a pair of `pairs` "
-                               "(which orders the rows)")
     stray = [r for r in section.get("present", []) if r not in section["runs"]]
     if stray:
         raise HarnessError(f"bad config value at released/present: {stray[0]!r} is not in released/runs")
@@ -138,7 +133,7 @@ def with_present(cfg: dict) -> dict:
 
 def expected_spec(cfg: dict, run: str) -> dict:
     """Our model spec of released ``run`` at this configuration's widths."""
-    from harness.config import extractor_args
+    from harness.config import extractor_args, run_parts
 
     runs = (cfg.get("released") or {}).get("runs")
     if runs is None:
@@ -147,7 +142,7 @@ def expected_spec(cfg: dict, run: str) -> dict:
     if run not in runs:
         raise HarnessError(f"--released {run}: not a released run of this configuration "
                            f"(runs: {', '.join(runs)})")
-    ext, up = split_run(run)
+    ext, up = run_parts(cfg, run)
     return {"extractor": ext, "upsampler": up, "extractor_args": extractor_args(cfg, ext),
             "upsampler_args": dict(cfg["upsamplers"].get(up) or {})}
 
