@@ -66,12 +66,22 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=Path, default=HERE / "div2k_valid_sizes_known.csv")
     p.add_argument("--paper", type=Path, default=ROOT / "paper" / "table3.csv")
     a = p.parse_args(argv)
+    from extractors import extractor_names
+
+    names = [e for e in a.extractors.split(",") if e]
+    unknown = [e for e in names if e not in extractor_names()]
+    bad_scales = [s for s in a.scales.split(",") if s and s not in ("2", "3", "4")]
+    missing = [str(f) for f in (a.sizes, a.paper) if not f.is_file()]
+    if unknown or bad_scales or missing or not names:
+        p.error(f"unknown extractor(s) {', '.join(unknown)}" if unknown else
+                f"scales are 2, 3 or 4, got {', '.join(bad_scales)}" if bad_scales else
+                f"no such file: {', '.join(missing)}" if missing else "no extractor given")
     sizes, paper = known_sizes(a.sizes), paper_gflops(a.paper)
     scales = [int(s) for s in a.scales.split(",") if s]
     rdn = {s: per_pixel("rdn", s, sizes) for s in scales}
     print(f"{len(sizes)} sizes; M FLOPs per LR pixel (fast counter, paper widths); RDN {rdn[scales[0]] / 1e6:.4f}")
     print(f"{'extractor':10} {'scale':5} {'ours':>9} {'implied':>9} {'residual':>9}")
-    for name in (e for e in a.extractors.split(",") if e):
+    for name in names:
         for s in scales:
             ours = per_pixel(name, s, sizes)
             if (name, s) in paper and ("rdn", s) in paper:
