@@ -16,6 +16,10 @@ x2, 170 x 113 at x12; the HR grid is 1356 x 2040 at x2, x4 and x12) and reports:
   measured in the same process, half of it just before the decoder and half
   just after, each half on ``--limit-fraction`` of the rows and scaled up, so
   that the ratio compares like with like under the same load;
+- mlp s: seconds the decoder spent in its own MLP calls (``upsamplers.bands.run_mlp``,
+  the fast paths' matrix products; 0 for the per-query forms), so that ``dec s - mlp s``
+  is what the decoder does beyond its matrix products (gathers, LTE's phases and
+  trigonometry, blending);
 - ratio = seconds / (encoder seconds + limit seconds): 1.0 means the decoder
   costs no more than its MLP's matrix products;
 - peak resident memory of the process (``VmHWM``).
@@ -95,9 +99,21 @@ def run_case(extractor: str, decoder: str, scale: float, chunk: int, threads: in
     from harness.evaluate import output_size, super_resolve
     from upsamplers import create_model
 
+    modules = (upsamplers.liif, upsamplers.lte, upsamplers.metasr)
     if per_query:
-        for module in (upsamplers.liif, upsamplers.lte, upsamplers.metasr):
+        for module in modules:
             module.fast_paths_on = lambda: False
+    mlp_time = [0.0]  # seconds inside the fast paths' MLP calls (upsamplers.bands.run_mlp)
+    real_mlp = modules[0].run_mlp
+
+    def timed_mlp(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return real_mlp(*args, **kwargs)
+        finally:
+            mlp_time[0] += time.perf_counter() - t
+    for module in modules:
+        module.run_mlp = timed_mlp
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -123,6 +139,7 @@ def run_case(extractor: str, decoder: str, scale: float, chunk: int, threads: in
     limit = (before + after) / 2 * rows / part
     return {"extractor": extractor, "decoder": decoder, "scale": scale, "lr": f"{w}x{h}",
             "hr": f"{out_shape[1]}x{out_shape[0]}", "seconds": seconds, "encoder_s": sum(enc),
+            "mlp_s": mlp_time[0],
             "limit_s": limit, "limit_gmacs": macs / limit / 1e9, "mlp_gmac": macs / 1e9,
             "peak_mib": _status_kib("VmHWM") / 1024, "threads": threads, "load": load,
             "per_query": per_query}
@@ -168,7 +185,7 @@ def _print_eval_row(r: dict) -> None:
     ref_txt = f"{ref[0]:>5} {ref[1]:>6} {ref[0] / r['seconds']:6.2f}x" if ref else f"{'-':>5} {'-':>6} {'-':>7}"
     limit_total = r["encoder_s"] + r["limit_s"]
     print(f"{r['extractor'] + '-' + r['decoder']:20} x{r['scale']:<4g} {r['seconds']:7.1f} {r['encoder_s']:6.1f} "
-          f"{r['seconds'] - r['encoder_s']:6.1f} {r['limit_s']:6.1f} {r['limit_gmacs']:5.1f} "
+          f"{r['seconds'] - r['encoder_s']:6.1f} {r.get('mlp_s', 0):6.1f} {r['limit_s']:6.1f} {r['limit_gmacs']:5.1f} "
           f"{r['seconds'] / limit_total:5.2f} {r['peak_mib']:6.0f} {ref_txt} "
           f"{r['load'][0]:4.1f}/{r['load'][1]:<4.1f}", flush=True)
 
@@ -221,7 +238,7 @@ def main(argv=None) -> int:
                   flush=True)
         return int(failed)
 
-    print(f"{'model':20} {'scale':5} {'s':>7} {'enc s':>6} {'dec s':>6} {'lim s':>6} {'GMAC/s':>5} "
+    print(f"{'model':20} {'scale':5} {'s':>7} {'enc s':>6} {'dec s':>6} {'mlp s':>6} {'lim s':>6} {'GMAC/s':>5} "
           f"{'ratio':>5} {'MiB':>6} {'ref s':>5} {'ref MB':>6} {'speedup':>7} {'load':>9}", flush=True)
     for dec in decoders:
         for s in (float(x) for x in a.scales.split(",") if x):

@@ -9,6 +9,9 @@
   for Swin's window-to-window attention and for TADT's global branch, whose
   keys are pooled cells of the window.
 - :func:`init_linear_and_norm`: Swin's weight initialisation of linears and layer norms.
+- :func:`inference_pieces`: the slices that token-wise layers run on one at a
+  time without autograd, so that a large image's transient activations (the MLP's
+  hidden layer, the attention's q, k, v and bias) are held a piece at a time.
 """
 from __future__ import annotations
 
@@ -17,8 +20,34 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-__all__ = ["Mlp", "window_partition", "window_grid", "window_reverse", "relative_position_index",
+__all__ = ["Mlp", "inference_pieces", "window_partition", "window_grid", "window_reverse", "relative_position_index",
            "init_linear_and_norm"]
+
+
+#: Tokens per piece of :func:`inference_pieces`. SwinIR-LTE at paper width on a
+#: DIV2K-sized image at x4 (CPU, 2 threads) peaked at 2611 MiB in one call, 2102 MiB
+#: with pieces of 65536 tokens, 1998 with 16384 and 1797 with 4096, without a
+#: measurable change in time (benchmarks/README.md).
+INFERENCE_TOKENS = 4096
+
+
+def inference_pieces(n: int, tokens_per_item: int, device: torch.device | str = "cpu"
+                     ) -> list[slice] | None:
+    """Slices of ``n`` items (tokens, or windows of ``tokens_per_item`` tokens) to run
+    one at a time, or None to run all at once.
+
+    Pieces only on the CPU (a GPU wants few, large kernels, and evaluates a whole
+    DIV2K image in one call within 8 GB: README), without autograd and outside the
+    JIT tracer (training and FLOP counts see one call), and only where the items
+    hold more than :data:`INFERENCE_TOKENS` tokens. Each item is computed alone
+    (row-wise linears, layer norms, attention inside a window), so the result is
+    the same function, equal within float rounding; small inputs run unchanged.
+    """
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.device(device).type != "cpu" \
+            or n * tokens_per_item <= INFERENCE_TOKENS:
+        return None
+    step = max(1, INFERENCE_TOKENS // tokens_per_item)
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
 class Mlp(nn.Module):
@@ -32,6 +61,16 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (..., L, dim)``; without autograd a long ``L`` runs in :func:`inference_pieces`."""
+        pieces = inference_pieces(x.shape[-2], x[..., 0, 0].numel(), x.device) if x.dim() >= 2 else None
+        if pieces is None:
+            return self._forward(x)
+        out = x.new_empty(*x.shape[:-1], self.fc2.out_features)
+        for p in pieces:
+            out[..., p, :] = self._forward(x[..., p, :])
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 

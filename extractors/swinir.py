@@ -41,8 +41,8 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath, trunc_normal_
 
 from extractors import EXTRACTORS
-from extractors.blocks import (Mlp, init_linear_and_norm, relative_position_index, window_partition,
-                               window_reverse)
+from extractors.blocks import (Mlp, inference_pieces, init_linear_and_norm, relative_position_index,
+                               window_partition, window_reverse)
 from extractors.layers import check_no_upsampling, pad_reflect_to_multiple
 
 SHIFT_MASK_VALUE = -100.0  # the reference's "minus infinity" for cross-region pairs
@@ -95,7 +95,24 @@ class WindowAttention(nn.Module):
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)  # (nH, N, N)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x (B*nW, N, C)``; ``mask (nW, N, N)`` of 0 / -100, or None."""
+        """``x (B*nW, N, C)``; ``mask (nW, N, N)`` of 0 / -100, or None.
+
+        Without autograd many windows run in :func:`~extractors.blocks.inference_pieces`
+        (each window attends alone, so pieces of windows give the same result), so
+        that q, k, v and the per-window bias are held a piece at a time.
+        """
+        pieces = inference_pieces(x.shape[0], x.shape[1], x.device)
+        if pieces is None:
+            return self._attend(x, mask)
+        nw = None if mask is None else mask.shape[0]
+        out = torch.empty_like(x)
+        for p in pieces:
+            # Window i of the batch is window i % nW of its image.
+            m = None if mask is None else mask[torch.arange(p.start, p.stop, device=x.device) % nw]
+            out[p] = self._attend(x[p], m)
+        return out
+
+    def _attend(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         bw, n, c = x.shape
         q, k, v = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.position_bias()  # (nH, N, N), broadcast over windows

@@ -20,7 +20,8 @@ Without autograd :meth:`LTE.prepare` returns a :class:`~upsamplers.bands.BandedM
 of both convolutions as one (amplitudes, then pi times the even and then the
 odd frequency channels), computed on the LR rows each chunk of queries touches; a
 query reads one row of it per corner, its phase is computed once for the four
-corners, and the four corners of a block of queries go through the MLP as one
+corners, ``sin(pi x)`` is taken as ``cos(pi x - pi/2)`` (one contiguous cos per
+row; equal within the float rounding of the argument), and the four corners of a block of queries go through the MLP as one
 matrix product (:mod:`upsamplers.bands`). With autograd (training) the
 per-corner form below runs.
 """
@@ -114,11 +115,14 @@ class LTE(ArbitraryScaleUpsampler):
             g = torch.index_select(table, 0, idx[:, i:j].reshape(-1), out=bufs.get("g", k * n, table.shape[1]))
             g = g.view(k, n, -1)
             coef, f_y, f_x = g[..., :2 * half], g[..., 2 * half:3 * half], g[..., 3 * half:]
-            x = torch.addcmul(phase[:, i:j], f_y, rel[:, i:j, :1], out=bufs.get("x", k, n, half))
-            x = x.addcmul_(f_x, rel[:, i:j, 1:])
-            basis = bufs.get("basis", k, n, 2 * half)
-            torch.cos(x, out=basis[..., :half])
-            torch.sin(x, out=basis[..., half:])
-            y = run_mlp(self.imnet.layers, basis.mul_(coef).view(k * n, -1)).view(k, n, -1)
+            # [x, x - pi/2] in one contiguous buffer, so that one in-place cos gives
+            # [cos x, sin x]: cos and sin written into the halves of each row (strided
+            # outputs) ran ~10x slower on two threads (benchmarks/README.md).
+            basis = bufs.get("basis", k, n, 2, half)
+            x = torch.addcmul(phase[:, i:j], f_y, rel[:, i:j, :1], out=basis[:, :, 0])
+            x.addcmul_(f_x, rel[:, i:j, 1:])
+            torch.sub(x, math.pi / 2, out=basis[:, :, 1])
+            basis = basis.view(k, n, 2 * half).cos_().mul_(coef)
+            y = run_mlp(self.imnet.layers, basis.view(k * n, -1)).view(k, n, -1)
             torch.sum(y.mul_(weight[:, i:j]), dim=0, out=out[i:j])
         return out.view(b, q, -1)
