@@ -33,6 +33,7 @@ benchmarks/README.md.
   python benchmarks/bench_decoders.py --extractor swinir --decoders lte --scales 4
   python benchmarks/bench_decoders.py --compare --scales 4   # fast paths against the per-query forms, side by side
   python benchmarks/bench_decoders.py --train               # one training step per decoder
+  python benchmarks/bench_decoders.py --extractor swinir --decoders lte --scales 4 --inference-tokens 0  # SwinIR in one call
 """
 from __future__ import annotations
 
@@ -85,13 +86,20 @@ def matmul_seconds(shapes, rows: int, block: int) -> float:
 
 
 def run_case(extractor: str, decoder: str, scale: float, chunk: int, threads: int,
-             limit_block: int, limit_fraction: float, per_query: bool = False) -> dict:
+             limit_block: int, limit_fraction: float, per_query: bool = False,
+             inference_tokens: int | None = None) -> dict:
     """One evaluation measurement, in this process (``main`` runs it in a fresh subprocess).
 
     ``per_query``: the fast paths switched off, so the decoders run their per-query
     forms (the code before issue 15, and the reference's computation) under no_grad.
+    ``inference_tokens``: the attention extractors' pieces
+    (``extractors.blocks.INFERENCE_TOKENS``; 0: one call), to weigh memory against time.
     """
     import torch
+
+    import extractors.blocks
+    if inference_tokens is not None:
+        extractors.blocks.INFERENCE_TOKENS = inference_tokens or 2 ** 62
 
     import upsamplers.liif
     import upsamplers.lte
@@ -142,7 +150,7 @@ def run_case(extractor: str, decoder: str, scale: float, chunk: int, threads: in
             "mlp_s": mlp_time[0],
             "limit_s": limit, "limit_gmacs": macs / limit / 1e9, "mlp_gmac": macs / 1e9,
             "peak_mib": _status_kib("VmHWM") / 1024, "threads": threads, "load": load,
-            "per_query": per_query}
+            "per_query": per_query, "inference_tokens": extractors.blocks.INFERENCE_TOKENS}
 
 
 def train_step(extractor: str, decoder: str, threads: int, batch: int = 16, patch: int = 48,
@@ -207,6 +215,9 @@ def main(argv=None) -> int:
                    help="also run each case with the fast paths off (per-query forms), right before "
                         "it in the same run, and print the speed-up")
     p.add_argument("--per-query", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--inference-tokens", type=int, metavar="N",
+                   help="tokens per piece of the attention extractors' MLPs and windows without autograd "
+                        "(extractors.blocks.INFERENCE_TOKENS; 0: one call), to weigh peak memory against time")
     p.add_argument("--train", action="store_true", help="time training steps instead")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per case")
     p.add_argument("--json", metavar="FILE", help="also append the rows as JSON lines")
@@ -215,7 +226,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.case:
         print(json.dumps(run_case(a.case[0], a.case[1], float(a.case[2]), a.chunk, a.threads,
-                                  a.limit_block, a.limit_fraction, a.per_query)))
+                                  a.limit_block, a.limit_fraction, a.per_query, a.inference_tokens)))
         return 0
     if a.train_case:
         print(json.dumps(train_step(*a.train_case, a.threads)))
@@ -245,6 +256,8 @@ def main(argv=None) -> int:
             best = slow = None
             args = ["--case", a.extractor, dec, f"{s:g}", "--chunk", str(a.chunk), "--threads",
                     str(a.threads), "--limit-block", str(a.limit_block), "--limit-fraction", str(a.limit_fraction)]
+            if a.inference_tokens is not None:
+                args += ["--inference-tokens", str(a.inference_tokens)]
             for _ in range(a.repeats):
                 if a.compare:
                     p = _child(args + ["--per-query"], a.timeout, __file__)

@@ -25,9 +25,9 @@ __all__ = ["Mlp", "inference_pieces", "window_partition", "window_grid", "window
 
 
 #: Tokens per piece of :func:`inference_pieces`. SwinIR-LTE at paper width on a
-#: DIV2K-sized image at x4 (CPU, 2 threads) peaked at 2611 MiB in one call, 2102 MiB
-#: with pieces of 65536 tokens, 1998 with 16384 and 1797 with 4096, without a
-#: measurable change in time (benchmarks/README.md).
+#: DIV2K-sized image at x4 (CPU, 2 threads) peaked at 2597 MiB in one call, 2053 MiB
+#: with pieces of 65536 tokens, 1990 with 16384 and 1786 with 4096, the encoder no
+#: slower (``bench_decoders.py --inference-tokens N``; benchmarks/README.md).
 INFERENCE_TOKENS = 4096
 
 

@@ -21,8 +21,9 @@ of both convolutions as one (amplitudes, then pi times the even and then the
 odd frequency channels), computed on the LR rows each chunk of queries touches; a
 query reads one row of it per corner, its phase is computed once for the four
 corners, ``sin(pi x)`` is taken as ``cos(pi x - pi/2)`` (one contiguous cos per
-row; equal within the float rounding of the argument), and the four corners of a block of queries go through the MLP as one
-matrix product (:mod:`upsamplers.bands`). With autograd (training) the
+row; equal within the float rounding of the argument), and the four corners of
+a block of queries go through the MLP as one matrix product
+(:mod:`upsamplers.bands`). With autograd (training) the
 per-corner form below runs.
 """
 from __future__ import annotations
@@ -117,7 +118,7 @@ class LTE(ArbitraryScaleUpsampler):
             coef, f_y, f_x = g[..., :2 * half], g[..., 2 * half:3 * half], g[..., 3 * half:]
             # [x, x - pi/2] in one contiguous buffer, so that one in-place cos gives
             # [cos x, sin x]: cos and sin written into the halves of each row (strided
-            # outputs) ran ~10x slower on two threads (benchmarks/README.md).
+            # outputs) ran ~13x slower on two threads (benchmarks/bench_lte_parts.py).
             basis = bufs.get("basis", k, n, 2, half)
             x = torch.addcmul(phase[:, i:j], f_y, rel[:, i:j, :1], out=basis[:, :, 0])
             x.addcmul_(f_x, rel[:, i:j, 1:])
