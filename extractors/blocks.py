@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -62,7 +63,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (..., L, dim)``; without autograd a long ``L`` runs in :func:`inference_pieces`."""
-        pieces = inference_pieces(x.shape[-2], x[..., 0, 0].numel(), x.device) if x.dim() >= 2 else None
+        pieces = inference_pieces(x.shape[-2], math.prod(x.shape[:-2]), x.device) if x.dim() >= 2 else None
         if pieces is None:
             return self._forward(x)
         out = x.new_empty(*x.shape[:-1], self.fc2.out_features)

@@ -15,14 +15,15 @@ import torch
 import extractors.blocks as blocks
 import extractors.swinir as swinir
 from extractors import create_extractor
+from harness.config import DEFAULT_CONFIG, extractor_args, load_config
 
-TINY = {
-    "swinir": dict(embed_dim=24, depths=[2, 2], num_heads=[2, 2], out_dim=24, drop_path_rate=0.0),
-    "baseline": dict(embed_dim=24, num_groups=2, blocks_per_group=1, heads=1, out_dim=24,
-                     windows=[2, 4, 8], global_window=16, pooled_size=4),
-    "cat-r-2": dict(img_size=16, embed_dim=64, depth=[2], num_heads=[2], split_size_0=[2],
-                    split_size_1=[8], out_dim=24, drop_path_rate=0.0),
-}
+EXTRACTORS = ["swinir", "baseline", "cat-r-2"]  # the attention extractors built on these blocks
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    """The embedded default's configuration: its small widths of every extractor."""
+    return load_config(DEFAULT_CONFIG)
 
 
 def _count(monkeypatch, cls, name):
@@ -32,10 +33,10 @@ def _count(monkeypatch, cls, name):
     return calls
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_pieces_equal_one_call(monkeypatch, name):
+@pytest.mark.parametrize("name", EXTRACTORS)
+def test_pieces_equal_one_call(monkeypatch, embedded, name):
     torch.manual_seed(3)
-    model = create_extractor(name, **TINY[name]).eval()
+    model = create_extractor(name, **extractor_args(embedded, name)).eval()
     x = torch.rand(2, 3, 20, 27) * 2 - 1  # padded to windows; several pieces per layer below
     with torch.no_grad():
         whole = model(x, scale=2.0)
