@@ -224,6 +224,8 @@ def main(argv=None) -> int:
     p.add_argument("--case", nargs=3, metavar=("EXT", "DEC", "SCALE"), help=argparse.SUPPRESS)
     p.add_argument("--train-case", nargs=2, metavar=("EXT", "DEC"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.inference_tokens is not None and a.inference_tokens < 0:
+        p.error(f"--inference-tokens must be 0 (one call) or more, got {a.inference_tokens}")
     if a.case:
         print(json.dumps(run_case(a.case[0], a.case[1], float(a.case[2]), a.chunk, a.threads,
                                   a.limit_block, a.limit_fraction, a.per_query, a.inference_tokens)))

@@ -118,10 +118,18 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true",
                    help="also time the gather-to-amplitude steps fused by torch.compile")
     a = p.parse_args(argv)
+    try:
+        sizes = [int(x) for x in a.blocks.split(",") if x]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        p.error(f"--blocks must be positive whole numbers separated by commas, got {a.blocks!r}")
+    if a.threads < 1:
+        p.error(f"--threads must be at least 1, got {a.threads}")
     import torch
 
     torch.set_num_threads(a.threads)
-    for n in (int(x) for x in a.blocks.split(",") if x):
+    for n in sizes:
         r = parts(n)
         sec = dict(r["seconds"])
         old = sec.pop("old_trig")
