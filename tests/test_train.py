@@ -421,6 +421,9 @@ def test_clear_errors_and_no_output(workdir, baseline_ckpt, capsys):
                str(baseline_ckpt)) == 2
     assert "needs upsampler lte" in _one_error_line(capsys)
 
+    assert cli("--config", str(cfgp), "--run", "edsr-baseline-liif", "--out", str(out), "--attempt", "0") == 2
+    assert "--attempt must be at least 1" in _one_error_line(capsys)
+
     assert not out.exists() and not partial_path(out).exists()
     assert not (out.parent.exists() and any(out.parent.iterdir()))
 
